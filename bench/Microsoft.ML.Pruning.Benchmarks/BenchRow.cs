@@ -1,0 +1,60 @@
+// Licensed under the MIT license.
+
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Microsoft.ML.Pruning.Benchmarks
+{
+    /// <summary>One measured configuration, in the row format every scenario writes (see the README's benchmark section).</summary>
+    internal sealed class BenchRow
+    {
+        [JsonPropertyName("scenario")] public string Scenario { get; set; } = "";
+        [JsonPropertyName("model")] public string Model { get; set; } = "";
+        [JsonPropertyName("method")] public string Method { get; set; } = "";
+        [JsonPropertyName("quick")] public bool Quick { get; set; }
+        [JsonPropertyName("epochs")] public double? Epochs { get; set; }
+        [JsonPropertyName("accuracy")] public double? Accuracy { get; set; }
+        [JsonPropertyName("params")] public long? Params { get; set; }
+        [JsonPropertyName("nonzero_params")] public long? NonZeroParams { get; set; }
+        [JsonPropertyName("macs")] public long? Macs { get; set; }
+        [JsonPropertyName("zip_bytes")] public long? ZipBytes { get; set; }
+        [JsonPropertyName("latency_b1_ms")] public double? LatencyB1Ms { get; set; }
+        [JsonPropertyName("throughput_b256")] public double? ThroughputB256 { get; set; }
+        [JsonPropertyName("images_per_s")] public double? ImagesPerSecond { get; set; }
+        [JsonPropertyName("overhead_pct")] public double? OverheadPct { get; set; }
+        [JsonPropertyName("train_seconds")] public double? TrainSeconds { get; set; }
+        [JsonPropertyName("reload_identical")] public bool? ReloadIdentical { get; set; }
+    }
+
+    internal static class BenchOutput
+    {
+        private static readonly JsonSerializerOptions s_json = new()
+        {
+            WriteIndented = true,
+            DefaultIgnoreCondition = JsonIgnoreCondition.Never,
+        };
+
+        /// <summary>
+        /// Writes artifacts/bench/&lt;scenario&gt;.json. Rows of earlier runs for other (model, method) pairs of the same
+        /// quick-ness are kept, so a scenario can be run one model at a time.
+        /// </summary>
+        public static string Write(string scenario, IReadOnlyList<BenchRow> rows)
+        {
+            string directory = Path.Combine("artifacts", "bench");
+            Directory.CreateDirectory(directory);
+            string path = Path.Combine(directory, scenario + ".json");
+            var merged = new List<BenchRow>();
+            if (File.Exists(path))
+            {
+                var previous = JsonSerializer.Deserialize<List<BenchRow>>(File.ReadAllText(path), s_json) ?? new List<BenchRow>();
+                merged.AddRange(previous.Where(p => !rows.Any(r => r.Model == p.Model && r.Method == p.Method && r.Quick == p.Quick)));
+            }
+            merged.AddRange(rows);
+            File.WriteAllText(path, JsonSerializer.Serialize(merged, s_json));
+            return path;
+        }
+    }
+}

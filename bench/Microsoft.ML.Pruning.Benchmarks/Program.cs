@@ -1,0 +1,40 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using System.Linq;
+using Microsoft.ML.Pruning.Benchmarks;
+using Microsoft.ML.Pruning.Networks;
+
+// Benchmarks of Microsoft.ML.Pruning: one subcommand per scenario; each prints a table and writes
+// artifacts/bench/<scenario>.json. --quick runs a reduced version in under two minutes.
+MallocTuning.Apply();
+if (args.Length == 0 || args[0] is "-h" or "--help")
+{
+    Console.WriteLine("usage: bench train [--quick] [--models lenet300,lenet5,vgg-small,resnet20]");
+    return args.Length == 0 ? 2 : 0;
+}
+
+bool quick = args.Contains("--quick");
+switch (args[0])
+{
+    case "train":
+        return TrainScenario.Run(quick, ParseModels(args));
+    case "verify-load":
+        return TrainScenario.VerifyLoad(args[1], args[2], int.Parse(args[3], CultureInfo.InvariantCulture));
+    default:
+        Console.Error.WriteLine($"unknown scenario '{args[0]}'");
+        return 2;
+}
+
+static IReadOnlyList<ImageClassifierArchitecture> ParseModels(string[] args)
+{
+    var all = Enum.GetValues<ImageClassifierArchitecture>();
+    int index = Array.IndexOf(args, "--models");
+    if (index < 0 || index + 1 >= args.Length)
+        return all;
+    return args[index + 1].Split(',').Select(name => all.FirstOrDefault(a => Architectures.ShortName(a) == name, (ImageClassifierArchitecture)(-1)))
+        .Select(a => Enum.IsDefined(a) ? a : throw new ArgumentException($"unknown model in '{args[index + 1]}'; use lenet300, lenet5, vgg-small, resnet20"))
+        .ToArray();
+}

@@ -1,0 +1,82 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using Microsoft.ML.Data;
+
+namespace Microsoft.ML.Pruning.Data
+{
+    /// <summary>
+    /// Lists labelled image files laid out as Model Builder expects, one sub-folder per class
+    /// (<c>flowers/daisy/1.jpg</c>, <c>flowers/rose/2.png</c>, …), for an ImageAnalytics pipeline
+    /// (<c>LoadImages</c> → <c>ResizeImages</c> → <c>ExtractPixels</c>).
+    /// </summary>
+    public static class ImageFolderCatalog
+    {
+        /// <summary>Name of the text label column.</summary>
+        public const string LabelColumnName = "Label";
+
+        /// <summary>Name of the text column holding each image's absolute path.</summary>
+        public const string ImagePathColumnName = "ImagePath";
+
+        /// <summary>The file extensions taken as images (compared case-insensitively).</summary>
+        public static IReadOnlyList<string> ImageExtensions { get; } = Array.AsReadOnly(new[] { ".png", ".jpg", ".jpeg", ".bmp" });
+
+        private static readonly HashSet<string> _extensions = new(ImageExtensions, StringComparer.OrdinalIgnoreCase);
+
+        /// <summary>
+        /// Lists the image files under <paramref name="folder"/> and its sub-folders as an <see cref="IDataView"/> with
+        /// text columns <c>Label</c> and <c>ImagePath</c> (absolute), sorted by label, then path. Hidden files are skipped.
+        /// </summary>
+        /// <param name="catalog">The data catalog, <c>mlContext.Data</c>.</param>
+        /// <param name="folder">The root folder.</param>
+        /// <param name="useFolderNameAsLabel">
+        /// True: the label is the name of the folder directly holding the file (files directly in <paramref name="folder"/>
+        /// get its own name). False: the label is the file name's leading letters (<c>cat042.jpg</c> → <c>cat</c>),
+        /// as in ML.NET's image classification samples.
+        /// </param>
+        /// <exception cref="DirectoryNotFoundException"><paramref name="folder"/> does not exist.</exception>
+        /// <exception cref="ArgumentException">The folder holds no image files, or a file name yields no label.</exception>
+        public static IDataView LoadImagePaths(this DataOperationsCatalog catalog, string folder, bool useFolderNameAsLabel = true)
+        {
+            ArgumentNullException.ThrowIfNull(catalog);
+            ArgumentException.ThrowIfNullOrEmpty(folder);
+            string root = Path.GetFullPath(folder);
+            if (!Directory.Exists(root))
+                throw new DirectoryNotFoundException($"Image folder '{root}' does not exist.");
+
+            // The default options skip hidden and system files (.DS_Store, Thumbs.db) and sub-folders.
+            var options = new EnumerationOptions { RecurseSubdirectories = true, MatchType = MatchType.Simple };
+            var images = Directory.EnumerateFiles(root, "*", options)
+                .Where(path => _extensions.Contains(Path.GetExtension(path)))
+                .Select(path => (Label: GetLabel(path, useFolderNameAsLabel), Path: path))
+                .OrderBy(image => image.Label, StringComparer.Ordinal)
+                .ThenBy(image => image.Path, StringComparer.Ordinal)
+                .ToArray();
+            if (images.Length == 0)
+                throw new ArgumentException($"Image folder '{root}' and its sub-folders hold no image files ({string.Join(", ", ImageExtensions)}).", nameof(folder));
+
+            ReadOnlyMemory<char>[] labels = images.Select(image => image.Label.AsMemory()).ToArray();
+            ReadOnlyMemory<char>[] paths = images.Select(image => image.Path.AsMemory()).ToArray();
+            return new InMemoryDataView(images.Length,
+                InMemoryDataView.Create(LabelColumnName, TextDataViewType.Instance, (int row, ref ReadOnlyMemory<char> value) => value = labels[row]),
+                InMemoryDataView.Create(ImagePathColumnName, TextDataViewType.Instance, (int row, ref ReadOnlyMemory<char> value) => value = paths[row]));
+        }
+
+        private static string GetLabel(string path, bool useFolderNameAsLabel)
+        {
+            if (useFolderNameAsLabel)
+                return Path.GetFileName(Path.GetDirectoryName(path))!;
+            string name = Path.GetFileName(path);
+            int letters = 0;
+            while (letters < name.Length && char.IsLetter(name[letters]))
+                letters++;
+            // An empty label would become ValueToKey's missing key and silently drop out of training.
+            if (letters == 0)
+                throw new ArgumentException($"Cannot take a label from '{path}': the file name does not start with a letter. Put the images in one sub-folder per label and use useFolderNameAsLabel: true.");
+            return name[..letters];
+        }
+    }
+}

@@ -1,0 +1,155 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Pruning.Networks
+{
+    /// <summary>
+    /// A TorchSharp image classifier together with the <see cref="NetworkDefinition"/> it was built from.
+    /// It owns its module: dispose it to release the native memory.
+    /// </summary>
+    public sealed class ClassifierNetwork : IDisposable
+    {
+        private bool _disposed;
+
+        private ClassifierNetwork(NetworkDefinition definition, nn.Module<Tensor, Tensor> module, Device device)
+        {
+            Definition = definition;
+            Module = module;
+            Device = device;
+        }
+
+        /// <summary>The architecture.</summary>
+        public NetworkDefinition Definition { get; }
+
+        /// <summary>The device the weights live on.</summary>
+        public Device Device { get; private set; }
+
+        internal nn.Module<Tensor, Tensor> Module { get; }
+
+        /// <summary>Builds the network with freshly initialized weights; seed torch first for reproducible weights.</summary>
+        public static ClassifierNetwork Create(NetworkDefinition definition, Device? device = null)
+        {
+            ArgumentNullException.ThrowIfNull(definition);
+            var module = NetworkModules.Build(definition);
+            var network = new ClassifierNetwork(definition, module, CPU);
+            if (device is not null)
+                network.MoveTo(device);
+            return network;
+        }
+
+        /// <summary>Moves the weights to <paramref name="device"/>.</summary>
+        public void MoveTo(Device device)
+        {
+            ThrowIfDisposed();
+            Module.to(device);
+            Device = device;
+        }
+
+        /// <summary>Logits for a batch [N,C,H,W] (or [N, C·H·W]); the caller owns the result.</summary>
+        public Tensor Forward(Tensor images)
+        {
+            ThrowIfDisposed();
+            return Module.call(ReshapeInput(images));
+        }
+
+        /// <summary>Class probabilities for a batch, in evaluation mode without gradients.</summary>
+        public Tensor Predict(Tensor images)
+        {
+            ThrowIfDisposed();
+            Module.eval();
+            using var noGrad = no_grad();
+            return Module.call(ReshapeInput(images)).softmax(1);
+        }
+
+        /// <summary>The parameters and buffers by name (e.g. <c>conv1.weight</c>, <c>bn1.running_mean</c>).</summary>
+        public IReadOnlyDictionary<string, Tensor> StateDictionary()
+        {
+            ThrowIfDisposed();
+            return Module.state_dict();
+        }
+
+        /// <summary>The trainable parameters by name.</summary>
+        public IEnumerable<(string Name, TorchSharp.Modules.Parameter Parameter)> NamedParameters()
+        {
+            ThrowIfDisposed();
+            return Module.named_parameters();
+        }
+
+        /// <summary>Writes the weights (see <see cref="TensorStore"/> for the format).</summary>
+        public void SaveWeights(BinaryWriter writer)
+        {
+            ThrowIfDisposed();
+            TensorStore.Write(writer, Module.state_dict().Select(kv => (kv.Key, kv.Value)));
+        }
+
+        /// <summary>Reads weights written by <see cref="SaveWeights"/>; names and shapes must match this network exactly.</summary>
+        /// <exception cref="FormatException">The stream is damaged or belongs to another architecture.</exception>
+        public void LoadWeights(BinaryReader reader)
+        {
+            ThrowIfDisposed();
+            Dictionary<string, Tensor> stored = TensorStore.Read(reader);
+            try
+            {
+                var target = Module.state_dict();
+                foreach (string name in target.Keys.Except(stored.Keys))
+                    throw new FormatException($"The stored weights lack '{name}'.");
+                foreach (string name in stored.Keys.Except(target.Keys))
+                    throw new FormatException($"The stored weights have '{name}', which the network does not.");
+                using var noGrad = no_grad();
+                foreach (var (name, value) in target)
+                {
+                    Tensor source = stored[name];
+                    if (!source.shape.SequenceEqual(value.shape))
+                        throw new FormatException($"Stored '{name}' has shape [{string.Join(",", source.shape)}], the network expects [{string.Join(",", value.shape)}].");
+                    value.copy_(source);
+                }
+            }
+            finally
+            {
+                foreach (Tensor t in stored.Values)
+                    t.Dispose();
+            }
+        }
+
+        /// <summary>A deep copy (same definition and weights, same device).</summary>
+        public ClassifierNetwork Clone()
+        {
+            ThrowIfDisposed();
+            var copy = Create(Definition, Device);
+            using var noGrad = no_grad();
+            var target = copy.Module.state_dict();
+            foreach (var (name, value) in Module.state_dict())
+                target[name].copy_(value);
+            return copy;
+        }
+
+        /// <inheritdoc/>
+        public void Dispose()
+        {
+            if (_disposed)
+                return;
+            _disposed = true;
+            Module.Dispose();
+        }
+
+        private Tensor ReshapeInput(Tensor images)
+        {
+            ImageShape input = Definition.Input;
+            if (images.dim() == 4 && images.shape[1] == input.Channels && images.shape[2] == input.Height && images.shape[3] == input.Width)
+                return images;
+            if (images.dim() == 2 && images.shape[1] == input.Size)
+                return images.view(-1, input.Channels, input.Height, input.Width);
+            throw new ArgumentException(
+                $"Expected images of shape [N,{input.Channels},{input.Height},{input.Width}] or [N,{input.Size}], got [{string.Join(",", images.shape)}].",
+                nameof(images));
+        }
+
+        private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    }
+}

@@ -1,0 +1,209 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Text.Json.Serialization;
+
+namespace Microsoft.ML.Pruning.Networks
+{
+    /// <summary>
+    /// One layer of a <see cref="NetworkDefinition"/>: a serializable description from which the TorchSharp
+    /// module is built, shapes are inferred and multiply-accumulates are counted. Pruners rewrite
+    /// definitions (fewer channels, other layer kinds), so the deployed model is whatever its definition says.
+    /// </summary>
+    [JsonPolymorphic(TypeDiscriminatorPropertyName = "kind")]
+    [JsonDerivedType(typeof(NormalizeLayer), "normalize")]
+    [JsonDerivedType(typeof(Conv2dLayer), "conv2d")]
+    [JsonDerivedType(typeof(BatchNorm2dLayer), "batchnorm2d")]
+    [JsonDerivedType(typeof(ReluLayer), "relu")]
+    [JsonDerivedType(typeof(MaxPool2dLayer), "maxpool2d")]
+    [JsonDerivedType(typeof(GlobalAvgPoolLayer), "globalavgpool")]
+    [JsonDerivedType(typeof(FlattenLayer), "flatten")]
+    [JsonDerivedType(typeof(LinearLayer), "linear")]
+    [JsonDerivedType(typeof(ResidualBlock), "residual")]
+    public abstract record LayerDefinition
+    {
+        /// <summary>Module name; parameters are named <c>{Name}.weight</c> etc. Unique among siblings, no dots.</summary>
+        public required string Name { get; init; }
+
+        /// <summary>The output shape for an input of <paramref name="input"/> (per image, no batch axis).</summary>
+        public abstract int[] OutputShape(int[] input);
+
+        /// <summary>Multiply-accumulates of a forward pass of one image (comparisons and additions count zero).</summary>
+        public virtual long MultiplyAccumulates(int[] input) => 0;
+
+        /// <summary>Throws an <see cref="InvalidOperationException"/> naming this layer when <paramref name="input"/> does not fit it.</summary>
+        protected void Require(bool condition, int[] input, string expectation)
+        {
+            if (!condition)
+                throw new InvalidOperationException($"Layer '{Name}' ({GetType().Name}) expects {expectation}, but its input has shape [{string.Join(",", input)}].");
+        }
+    }
+
+    /// <summary>Per-channel standardization <c>(x - mean) / std</c>, with statistics fixed at training time.</summary>
+    public sealed record NormalizeLayer : LayerDefinition
+    {
+        /// <summary>Per-channel mean.</summary>
+        public required float[] Mean { get; init; }
+
+        /// <summary>Per-channel standard deviation.</summary>
+        public required float[] Std { get; init; }
+
+        /// <inheritdoc/>
+        public override int[] OutputShape(int[] input)
+        {
+            Require(input.Length == 3 && input[0] == Mean.Length, input, $"a [{Mean.Length},H,W] image");
+            return input;
+        }
+    }
+
+    /// <summary>A 2-D convolution with square kernels, zero padding and optional groups.</summary>
+    public sealed record Conv2dLayer : LayerDefinition
+    {
+        /// <summary>Input channels.</summary>
+        public required int InChannels { get; init; }
+
+        /// <summary>Output channels.</summary>
+        public required int OutChannels { get; init; }
+
+        /// <summary>Kernel height and width.</summary>
+        public required int KernelSize { get; init; }
+
+        /// <summary>Stride.</summary>
+        public int Stride { get; init; } = 1;
+
+        /// <summary>Zero padding on every side.</summary>
+        public int Padding { get; init; }
+
+        /// <summary>Whether the layer has a bias.</summary>
+        public bool Bias { get; init; } = true;
+
+        /// <inheritdoc/>
+        public override int[] OutputShape(int[] input)
+        {
+            Require(input.Length == 3 && input[0] == InChannels, input, $"[{InChannels},H,W]");
+            int h = (input[1] + 2 * Padding - KernelSize) / Stride + 1;
+            int w = (input[2] + 2 * Padding - KernelSize) / Stride + 1;
+            Require(h >= 1 && w >= 1, input, $"an image of at least {KernelSize - 2 * Padding}x{KernelSize - 2 * Padding}");
+            return new[] { OutChannels, h, w };
+        }
+
+        /// <inheritdoc/>
+        public override long MultiplyAccumulates(int[] input)
+        {
+            int[] output = OutputShape(input);
+            return (long)output[0] * output[1] * output[2] * InChannels * KernelSize * KernelSize;
+        }
+    }
+
+    /// <summary>Batch normalization over channels (affine, running statistics).</summary>
+    public sealed record BatchNorm2dLayer : LayerDefinition
+    {
+        /// <summary>Channels.</summary>
+        public required int Channels { get; init; }
+
+        /// <inheritdoc/>
+        public override int[] OutputShape(int[] input)
+        {
+            Require(input.Length == 3 && input[0] == Channels, input, $"[{Channels},H,W]");
+            return input;
+        }
+    }
+
+    /// <summary>Rectified linear unit.</summary>
+    public sealed record ReluLayer : LayerDefinition
+    {
+        /// <inheritdoc/>
+        public override int[] OutputShape(int[] input) => input;
+    }
+
+    /// <summary>Max pooling with a square window and a stride equal to the window.</summary>
+    public sealed record MaxPool2dLayer : LayerDefinition
+    {
+        /// <summary>Window size and stride.</summary>
+        public int KernelSize { get; init; } = 2;
+
+        /// <inheritdoc/>
+        public override int[] OutputShape(int[] input)
+        {
+            Require(input.Length == 3 && input[1] >= KernelSize && input[2] >= KernelSize, input, $"[C,H,W] with H,W >= {KernelSize}");
+            return new[] { input[0], input[1] / KernelSize, input[2] / KernelSize };
+        }
+    }
+
+    /// <summary>Global average pooling: [C,H,W] to [C].</summary>
+    public sealed record GlobalAvgPoolLayer : LayerDefinition
+    {
+        /// <inheritdoc/>
+        public override int[] OutputShape(int[] input)
+        {
+            Require(input.Length == 3, input, "[C,H,W]");
+            return new[] { input[0] };
+        }
+    }
+
+    /// <summary>Flattens [C,H,W] to [C·H·W].</summary>
+    public sealed record FlattenLayer : LayerDefinition
+    {
+        /// <inheritdoc/>
+        public override int[] OutputShape(int[] input) => new[] { input.Aggregate(1, (a, b) => checked(a * b)) };
+    }
+
+    /// <summary>A fully connected layer.</summary>
+    public sealed record LinearLayer : LayerDefinition
+    {
+        /// <summary>Input features.</summary>
+        public required int InFeatures { get; init; }
+
+        /// <summary>Output features.</summary>
+        public required int OutFeatures { get; init; }
+
+        /// <summary>Whether the layer has a bias.</summary>
+        public bool Bias { get; init; } = true;
+
+        /// <inheritdoc/>
+        public override int[] OutputShape(int[] input)
+        {
+            Require(input.Length == 1 && input[0] == InFeatures, input, $"[{InFeatures}]");
+            return new[] { OutFeatures };
+        }
+
+        /// <inheritdoc/>
+        public override long MultiplyAccumulates(int[] input) => (long)InFeatures * OutFeatures;
+    }
+
+    /// <summary>
+    /// A residual block: <c>relu(body(x) + shortcut(x))</c>, with an identity shortcut when
+    /// <see cref="Shortcut"/> is empty (ResNet's BasicBlock with projection shortcuts).
+    /// </summary>
+    public sealed record ResidualBlock : LayerDefinition
+    {
+        /// <summary>The residual branch.</summary>
+        public required IReadOnlyList<LayerDefinition> Body { get; init; }
+
+        /// <summary>The shortcut branch; empty for identity.</summary>
+        public IReadOnlyList<LayerDefinition> Shortcut { get; init; } = Array.Empty<LayerDefinition>();
+
+        /// <inheritdoc/>
+        public override int[] OutputShape(int[] input)
+        {
+            int[] body = NetworkDefinition.OutputShapeOf(Body, input);
+            int[] shortcut = NetworkDefinition.OutputShapeOf(Shortcut, input);
+            Require(body.SequenceEqual(shortcut), input,
+                $"body and shortcut outputs of equal shape (body [{string.Join(",", body)}], shortcut [{string.Join(",", shortcut)}])");
+            return body;
+        }
+
+        /// <inheritdoc/>
+        public override long MultiplyAccumulates(int[] input)
+            => NetworkDefinition.MultiplyAccumulatesOf(Body, input) + NetworkDefinition.MultiplyAccumulatesOf(Shortcut, input);
+
+        /// <summary>Value equality over the branches' contents (records compare lists by reference).</summary>
+        public bool Equals(ResidualBlock? other)
+            => other is not null && Name == other.Name && Body.SequenceEqual(other.Body) && Shortcut.SequenceEqual(other.Shortcut);
+
+        /// <inheritdoc/>
+        public override int GetHashCode() => HashCode.Combine(Name, Body.Count, Shortcut.Count);
+    }
+}

@@ -1,0 +1,142 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Threading;
+using Microsoft.ML.Data;
+using Microsoft.ML.Pruning.Networks;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Pruning.Training
+{
+    /// <summary>
+    /// Images and labels of an <see cref="IDataView"/>, read once into two CPU tensors: [N,C,H,W] float32 and
+    /// [N] int64 class indices (0-based; ML.NET keys are 1-based). Reading once and batching with
+    /// <c>index_select</c> keeps the training loop as fast as a bare TorchSharp loop.
+    /// </summary>
+    internal sealed class ImageDataset : IDisposable
+    {
+        private ImageDataset(Tensor images, Tensor labels, ImageShape shape)
+        {
+            Images = images;
+            Labels = labels;
+            Shape = shape;
+        }
+
+        public Tensor Images { get; }
+
+        public Tensor Labels { get; }
+
+        public ImageShape Shape { get; }
+
+        public long Count => Images.shape[0];
+
+        /// <summary>The image shape a feature column carries: [C,H,W], [H,W] (one channel), or <paramref name="declared"/> for flat vectors.</summary>
+        public static ImageShape ShapeOf(DataViewSchema.Column column, ImageShape? declared)
+        {
+            if (column.Type is not VectorDataViewType vector || vector.ItemType != NumberDataViewType.Single || !vector.IsKnownSize)
+            {
+                throw new ArgumentException(
+                    $"Feature column '{column.Name}' must be a known-size vector of Single (e.g. from ExtractPixels or LoadFromIdx); found {column.Type}.");
+            }
+            ImageShape shape;
+            if (declared is ImageShape d)
+                shape = d;
+            else if (vector.Dimensions.Length == 3)
+                shape = new ImageShape(vector.Dimensions[0], vector.Dimensions[1], vector.Dimensions[2]);
+            else if (vector.Dimensions.Length == 2)
+                shape = new ImageShape(1, vector.Dimensions[0], vector.Dimensions[1]);
+            else
+            {
+                throw new ArgumentException(
+                    $"Feature column '{column.Name}' is {column.Type}: a flat vector does not say the image's channels, height and width. " +
+                    "Produce it with ExtractPixels/LoadFromIdx (Vector<Single, C, H, W>) or set Options.ImageShape.");
+            }
+            if (shape.Size != vector.Size)
+                throw new ArgumentException($"Feature column '{column.Name}' has {vector.Size} values per row, but the image shape {shape} needs {shape.Size}.");
+            return shape;
+        }
+
+        /// <summary>Reads every row. Throws on an empty view, a non-finite pixel or a missing label, naming the row.</summary>
+        public static ImageDataset Load(IDataView data, string featureColumnName, string labelColumnName, ImageShape shape, int classes,
+            string dataName, CancellationToken cancellationToken)
+        {
+            DataViewSchema.Column features = data.Schema[featureColumnName];
+            DataViewSchema.Column label = data.Schema[labelColumnName];
+            int size = shape.Size;
+            var pixels = new System.Collections.Generic.List<float[]>();
+            var labels = new System.Collections.Generic.List<long>();
+            const int chunkRows = 4096;
+            float[] chunk = new float[chunkRows * size];
+            int inChunk = 0;
+            long row = 0;
+
+            using (DataViewRowCursor cursor = data.GetRowCursor(new[] { features, label }))
+            {
+                ValueGetter<VBuffer<float>> getFeatures = cursor.GetGetter<VBuffer<float>>(features);
+                ValueGetter<uint> getLabel = cursor.GetGetter<uint>(label);
+                VBuffer<float> buffer = default;
+                uint key = 0;
+                while (cursor.MoveNext())
+                {
+                    if ((row & 1023) == 0)
+                        cancellationToken.ThrowIfCancellationRequested();
+                    getFeatures(ref buffer);
+                    getLabel(ref key);
+                    if (buffer.Length != size)
+                        throw new InvalidOperationException($"Row {row} of the {dataName} has {buffer.Length} feature values; expected {size} ({shape}).");
+                    if (key == 0 || key > classes)
+                        throw new InvalidOperationException($"Row {row} of the {dataName} has a missing label (label key {key}, expected 1..{classes}).");
+                    Span<float> target = chunk.AsSpan(inChunk * size, size);
+                    buffer.CopyTo(target);
+                    foreach (float value in target)
+                    {
+                        if (!float.IsFinite(value))
+                            throw new InvalidOperationException($"Row {row} of the {dataName} has a non-finite feature value ({value}) in column '{featureColumnName}'.");
+                    }
+                    labels.Add(key - 1);
+                    row++;
+                    if (++inChunk == chunkRows)
+                    {
+                        pixels.Add(chunk);
+                        chunk = new float[chunkRows * size];
+                        inChunk = 0;
+                    }
+                }
+            }
+            if (row == 0)
+                throw new InvalidOperationException($"The {dataName} has no rows.");
+
+            // One contiguous copy into the tensor, chunk by chunk.
+            var all = new float[checked(row * size)];
+            int offset = 0;
+            foreach (float[] full in pixels)
+            {
+                full.CopyTo(all, offset);
+                offset += full.Length;
+            }
+            Array.Copy(chunk, 0, all, offset, inChunk * size);
+            Tensor images = tensor(all).reshape(row, shape.Channels, shape.Height, shape.Width);
+            Tensor labelTensor = tensor(labels.ToArray());
+            return new ImageDataset(images, labelTensor, shape);
+        }
+
+        /// <summary>Per-channel mean and standard deviation over all images.</summary>
+        public (float[] Mean, float[] Std) ChannelStatistics()
+        {
+            using var scope = NewDisposeScope();
+            Tensor perChannel = Images.transpose(0, 1).reshape(Shape.Channels, -1);
+            float[] mean = perChannel.mean(new long[] { 1 }).data<float>().ToArray();
+            float[] std = perChannel.std(1).data<float>().ToArray();
+            for (int i = 0; i < std.Length; i++)
+                std[i] = std[i] > 1e-6f ? std[i] : 1f;
+            return (mean, std);
+        }
+
+        public void Dispose()
+        {
+            Images.Dispose();
+            Labels.Dispose();
+        }
+    }
+}
