@@ -7,8 +7,8 @@ using Microsoft.ML.Pruning.Training;
 
 namespace Microsoft.ML
 {
-    /// <summary>The ML.NET catalog extensions of Microsoft.ML.Pruning.</summary>
-    public static class PruningCatalog
+    /// <summary>The ML.NET catalog extensions of Microsoft.ML.Pruning (one partial file per trainer or pruner).</summary>
+    public static partial class PruningCatalog
     {
         /// <summary>
         /// Creates an <see cref="ImageClassifierTrainer"/> that trains a TorchSharp image classifier.
