@@ -27,6 +27,14 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("overhead_pct")] public double? OverheadPct { get; set; }
         [JsonPropertyName("train_seconds")] public double? TrainSeconds { get; set; }
         [JsonPropertyName("reload_identical")] public bool? ReloadIdentical { get; set; }
+        [JsonPropertyName("kept_fraction")] public double? KeptFraction { get; set; }
+        [JsonPropertyName("retrain")] public string? Retrain { get; set; }
+        [JsonPropertyName("prune_seconds")] public double? PruneSeconds { get; set; }
+        [JsonPropertyName("macs_ratio")] public double? MacsRatio { get; set; }
+        [JsonPropertyName("speedup_b1")] public double? SpeedupB1 { get; set; }
+        [JsonPropertyName("speedup_b256")] public double? SpeedupB256 { get; set; }
+        [JsonPropertyName("converted_params_ratio")] public double? ConvertedParamsRatio { get; set; }
+        [JsonPropertyName("converted_macs_ratio")] public double? ConvertedMacsRatio { get; set; }
     }
 
     internal static class BenchOutput

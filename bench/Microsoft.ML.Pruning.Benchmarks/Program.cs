@@ -6,13 +6,16 @@ using System.Globalization;
 using System.Linq;
 using Microsoft.ML.Pruning.Benchmarks;
 using Microsoft.ML.Pruning.Networks;
+using Microsoft.ML.Pruning.Runtime;
 
 // Benchmarks of Microsoft.ML.Pruning: one subcommand per scenario; each prints a table and writes
 // artifacts/bench/<scenario>.json. --quick runs a reduced version in under two minutes.
-MallocTuning.Apply();
+GlibcMallocTuning.Apply();
 if (args.Length == 0 || args[0] is "-h" or "--help")
 {
     Console.WriteLine("usage: bench train [--quick] [--models lenet300,lenet5,vgg-small,resnet20]");
+    Console.WriteLine("       bench sal [--quick] [--models vgg-small,resnet20] [--epochs N] [--temperature T_init,T_final] [--fine-tune N] [--train-rows N] [--test-rows N]");
+    Console.WriteLine("       bench lobs [--quick] [--models lenet300,lenet5]");
     return args.Length == 0 ? 2 : 0;
 }
 
@@ -21,6 +24,10 @@ switch (args[0])
 {
     case "train":
         return TrainScenario.Run(quick, ParseModels(args));
+    case "sal":
+        return SalScenario.Run(args);
+    case "lobs":
+        return LobsScenario.Run(quick, args.Contains("--models") ? ParseModels(args) : null);
     case "verify-load":
         return TrainScenario.VerifyLoad(args[1], args[2], int.Parse(args[3], CultureInfo.InvariantCulture));
     default:

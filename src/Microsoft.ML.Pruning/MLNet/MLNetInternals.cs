@@ -45,6 +45,66 @@ namespace Microsoft.ML.Pruning.MLNet
             return new SchemaShape(columns.Values);
         }
 
+        /// <summary>The transformers and scopes of a <see cref="TransformerChain{TLastTransformer}"/> (ML.NET keeps the scopes internal).</summary>
+        public static bool TryGetChain(ITransformer model, out ITransformer[] transformers, out TransformerScope[] scopes)
+        {
+            if (model is ITransformerChainAccessor chain)
+            {
+                transformers = chain.Transformers;
+                scopes = chain.Scopes;
+                return true;
+            }
+            transformers = Array.Empty<ITransformer>();
+            scopes = Array.Empty<TransformerScope>();
+            return false;
+        }
+
+        /// <summary>
+        /// A chain of <paramref name="transformers"/> of the same type as <paramref name="original"/>, so that its
+        /// <c>LastTransformer</c> keeps its type; a <c>TransformerChain&lt;ITransformer&gt;</c> when the last one no longer fits.
+        /// </summary>
+        public static ITransformer CreateChainLike(ITransformer original, ITransformer[] transformers, TransformerScope[] scopes)
+        {
+            Type type = original.GetType();
+            if (!type.IsGenericType || type.GetGenericTypeDefinition() != typeof(TransformerChain<>)
+                || (transformers.Length > 0 && !type.GetGenericArguments()[0].IsInstanceOfType(transformers[^1])))
+            {
+                type = typeof(TransformerChain<ITransformer>);
+            }
+            var constructor = type.GetConstructor(new[] { typeof(IEnumerable<ITransformer>), typeof(IEnumerable<TransformerScope>) })!;
+            return (ITransformer)constructor.Invoke(new object[] { transformers, scopes });
+        }
+
+        /// <summary>
+        /// The output schema shape of <paramref name="transformers"/> applied in order to data of shape
+        /// <paramref name="input"/>. Vector sizes are unknown in a shape, so the column <paramref name="variableSizeColumn"/>
+        /// is presented as a vector of unknown size to the transformer that reads it (it checks sizes when it sees data).
+        /// </summary>
+        public static SchemaShape OutputShapeOf(SchemaShape input, IEnumerable<ITransformer> transformers, ITransformer sizeChecking, string variableSizeColumn)
+        {
+            DataViewSchema schema = Microsoft.ML.Data.DataLoadSave.FakeSchemaFactory.Create(input);
+            foreach (ITransformer transformer in transformers)
+            {
+                if (ReferenceEquals(transformer, sizeChecking))
+                    schema = WithVariableSizeVector(schema, variableSizeColumn);
+                schema = transformer.GetOutputSchema(schema);
+            }
+            return SchemaShape.Create(schema);
+        }
+
+        private static DataViewSchema WithVariableSizeVector(DataViewSchema schema, string columnName)
+        {
+            var builder = new DataViewSchema.Builder();
+            foreach (DataViewSchema.Column column in schema)
+            {
+                DataViewType type = column.Name == columnName && column.Type is VectorDataViewType { ItemType: var item } && !column.IsHidden
+                    ? new VectorDataViewType(item)
+                    : column.Type;
+                builder.AddColumn(column.Name, type, column.Annotations);
+            }
+            return builder.ToSchema();
+        }
+
         /// <summary>
         /// The label column as the model keeps it: a key with its values. A key without values gets its 1-based
         /// indices as text, so predictions still map back to readable names.

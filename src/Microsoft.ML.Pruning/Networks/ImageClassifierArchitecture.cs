@@ -39,12 +39,24 @@ namespace Microsoft.ML.Pruning.Networks
         /// <param name="input">Image shape, channels first.</param>
         /// <param name="classes">Number of classes, at least 2.</param>
         /// <param name="normalization">Optional per-channel input standardization placed in front of the network.</param>
-        /// <exception cref="ArgumentException">The image is too small for the architecture, or fewer than 2 classes.</exception>
-        public static NetworkDefinition Create(ImageClassifierArchitecture architecture, ImageShape input, int classes, NormalizeLayer? normalization = null)
+        /// <param name="convolution">What the 3×3 convolutions after the stem are made of (VggSmall and ResNet20 only).</param>
+        /// <param name="kernelSize">The kernel size of those layers: odd, at least 1 (at most 15 for the shift kinds). Default 3.</param>
+        /// <exception cref="ArgumentException">The image is too small for the architecture, or fewer than 2 classes, or a LeNet
+        /// with another convolution kind or kernel size.</exception>
+        /// <exception cref="ArgumentOutOfRangeException">An unknown convolution kind, or an even or non-positive kernel size.</exception>
+        public static NetworkDefinition Create(ImageClassifierArchitecture architecture, ImageShape input, int classes, NormalizeLayer? normalization = null,
+            ConvolutionKind convolution = ConvolutionKind.Convolution, int kernelSize = 3)
         {
             input.Validate();
             if (classes < 2)
                 throw new ArgumentException($"A classifier needs at least 2 classes; got {classes}.", nameof(classes));
+            if (!Enum.IsDefined(convolution))
+                throw new ArgumentOutOfRangeException(nameof(convolution), convolution, "Unknown convolution kind.");
+            if (kernelSize < 1 || kernelSize % 2 == 0 || (convolution != ConvolutionKind.Convolution && kernelSize > ShiftLayerShapes.MaxKernelSize))
+                throw new ArgumentOutOfRangeException(nameof(kernelSize), kernelSize, $"The kernel size must be odd and at least 1 (at most {ShiftLayerShapes.MaxKernelSize} for shift layers); got {kernelSize}.");
+            if (architecture is ImageClassifierArchitecture.LeNet300100 or ImageClassifierArchitecture.LeNet5
+                && (convolution != ConvolutionKind.Convolution || kernelSize != 3))
+                throw new ArgumentException($"{architecture} has no 3x3 convolutions to replace; use VggSmall or ResNet20 for {convolution} layers of size {kernelSize}.", nameof(convolution));
 
             var layers = new List<LayerDefinition>();
             if (normalization is not null)
@@ -53,8 +65,8 @@ namespace Microsoft.ML.Pruning.Networks
             {
                 ImageClassifierArchitecture.LeNet300100 => LeNet300100(input, classes),
                 ImageClassifierArchitecture.LeNet5 => LeNet5(input, classes),
-                ImageClassifierArchitecture.VggSmall => VggSmall(input, classes),
-                ImageClassifierArchitecture.ResNet20 => ResNet20(input, classes),
+                ImageClassifierArchitecture.VggSmall => VggSmall(input, classes, convolution, kernelSize),
+                ImageClassifierArchitecture.ResNet20 => ResNet20(input, classes, convolution, kernelSize),
                 _ => throw new ArgumentOutOfRangeException(nameof(architecture), architecture, "Unknown architecture."),
             });
 
@@ -103,7 +115,7 @@ namespace Microsoft.ML.Pruning.Networks
             };
         }
 
-        private static IEnumerable<LayerDefinition> VggSmall(ImageShape input, int classes)
+        private static IEnumerable<LayerDefinition> VggSmall(ImageShape input, int classes, ConvolutionKind convolution, int kernelSize)
         {
             int h = input.Height / 8, w = input.Width / 8;
             if (h < 1 || w < 1)
@@ -118,7 +130,10 @@ namespace Microsoft.ML.Pruning.Networks
                     continue;
                 }
                 index++;
-                layers.AddRange(ConvBnRelu($"conv{index}", $"bn{index}", $"relu{index}", inChannels, channels, stride: 1));
+                // The stem sees the raw image (1 channel for grey images): it stays a 3×3 convolution.
+                layers.AddRange(index == 1
+                    ? ConvBnRelu($"conv{index}", $"bn{index}", $"relu{index}", inChannels, channels, stride: 1)
+                    : ConvBnRelu($"conv{index}", $"bn{index}", $"relu{index}", inChannels, channels, stride: 1, convolution, kernelSize));
                 inChannels = channels;
             }
             layers.Add(new FlattenLayer { Name = "flatten" });
@@ -128,7 +143,7 @@ namespace Microsoft.ML.Pruning.Networks
             return layers;
         }
 
-        private static IEnumerable<LayerDefinition> ResNet20(ImageShape input, int classes)
+        private static IEnumerable<LayerDefinition> ResNet20(ImageShape input, int classes, ConvolutionKind convolution, int kernelSize)
         {
             var layers = new List<LayerDefinition>(ConvBnRelu("conv1", "bn1", "relu1", input.Channels, 16, stride: 1));
             int inChannels = 16;
@@ -139,8 +154,8 @@ namespace Microsoft.ML.Pruning.Networks
                 {
                     int stride = stage > 0 && block == 0 ? 2 : 1;
                     int outChannels = widths[stage];
-                    var body = new List<LayerDefinition>(ConvBnRelu("conv1", "bn1", "relu1", inChannels, outChannels, stride));
-                    body.Add(new Conv2dLayer { Name = "conv2", InChannels = outChannels, OutChannels = outChannels, KernelSize = 3, Padding = 1, Bias = false });
+                    var body = new List<LayerDefinition>(ConvBnRelu("conv1", "bn1", "relu1", inChannels, outChannels, stride, convolution, kernelSize));
+                    body.Add(Conv("conv2", outChannels, outChannels, stride: 1, convolution, kernelSize));
                     body.Add(new BatchNorm2dLayer { Name = "bn2", Channels = outChannels });
                     var shortcut = stride != 1 || inChannels != outChannels
                         ? new LayerDefinition[]
@@ -158,11 +173,31 @@ namespace Microsoft.ML.Pruning.Networks
             return layers;
         }
 
-        private static LayerDefinition[] ConvBnRelu(string conv, string bn, string relu, int inChannels, int outChannels, int stride) => new LayerDefinition[]
+        private static LayerDefinition[] ConvBnRelu(string conv, string bn, string relu, int inChannels, int outChannels, int stride,
+            ConvolutionKind convolution = ConvolutionKind.Convolution, int kernelSize = 3) => new LayerDefinition[]
         {
-            new Conv2dLayer { Name = conv, InChannels = inChannels, OutChannels = outChannels, KernelSize = 3, Stride = stride, Padding = 1, Bias = false },
+            Conv(conv, inChannels, outChannels, stride, convolution, kernelSize),
             new BatchNorm2dLayer { Name = bn, Channels = outChannels },
             new ReluLayer { Name = relu },
+        };
+
+        /// <summary>A k×k layer of the given kind, without bias (batch norm follows), padded to keep the size.</summary>
+        private static LayerDefinition Conv(string name, int inChannels, int outChannels, int stride, ConvolutionKind convolution, int kernelSize) => convolution switch
+        {
+            ConvolutionKind.Convolution => new Conv2dLayer
+            {
+                Name = name, InChannels = inChannels, OutChannels = outChannels, KernelSize = kernelSize, Stride = stride, Padding = kernelSize / 2, Bias = false,
+            },
+            ConvolutionKind.Shift => new ShiftConv2dLayer
+            {
+                Name = name, InChannels = inChannels, OutChannels = outChannels, KernelSize = kernelSize, Stride = stride, Padding = kernelSize / 2, Bias = false,
+            },
+            ConvolutionKind.ShiftAttention or ConvolutionKind.ShiftAttentionShared => new ShiftAttentionConv2dLayer
+            {
+                Name = name, InChannels = inChannels, OutChannels = outChannels, KernelSize = kernelSize, Stride = stride, Padding = kernelSize / 2,
+                Shared = convolution == ConvolutionKind.ShiftAttentionShared, Bias = false,
+            },
+            _ => throw new ArgumentOutOfRangeException(nameof(convolution), convolution, "Unknown convolution kind."),
         };
     }
 }

@@ -22,6 +22,9 @@ namespace Microsoft.ML.Pruning.Networks
     [JsonDerivedType(typeof(FlattenLayer), "flatten")]
     [JsonDerivedType(typeof(LinearLayer), "linear")]
     [JsonDerivedType(typeof(ResidualBlock), "residual")]
+    [JsonDerivedType(typeof(ShiftAttentionConv2dLayer), "shiftattention2d")]
+    [JsonDerivedType(typeof(ShiftConv2dLayer), "shift2d")]
+    [JsonDerivedType(typeof(ShiftPointwiseConv2dLayer), "shiftpointwise2d")]
     public abstract record LayerDefinition
     {
         /// <summary>Module name; parameters are named <c>{Name}.weight</c> etc. Unique among siblings, no dots.</summary>

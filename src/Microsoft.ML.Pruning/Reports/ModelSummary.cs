@@ -19,7 +19,10 @@ namespace Microsoft.ML.Pruning.Reports
     /// <param name="Parameters">Stored trainable parameters of this layer.</param>
     /// <param name="NonZeroParameters">Parameters that are not exactly zero.</param>
     /// <param name="MultiplyAccumulates">Multiply-accumulates of this layer for one image.</param>
-    public sealed record LayerSummary(string Path, string Kind, int[] OutputShape, long Parameters, long NonZeroParameters, long MultiplyAccumulates);
+    /// <param name="NonZeroMultiplyAccumulates">Multiply-accumulates with a non-zero weight: what a sparse kernel computes.
+    /// Equal to <paramref name="MultiplyAccumulates"/> for layers without pruned weights.</param>
+    public sealed record LayerSummary(string Path, string Kind, int[] OutputShape, long Parameters, long NonZeroParameters, long MultiplyAccumulates,
+        long NonZeroMultiplyAccumulates);
 
     /// <summary>
     /// Exact size and cost of a network: parameters, non-zero parameters and multiply-accumulates per layer and
@@ -53,6 +56,9 @@ namespace Microsoft.ML.Pruning.Reports
         /// <summary>Total multiply-accumulates for one image.</summary>
         public long MultiplyAccumulates => Layers.Sum(l => l.MultiplyAccumulates);
 
+        /// <summary>Total multiply-accumulates with a non-zero weight for one image (unstructured pruning lowers this one).</summary>
+        public long NonZeroMultiplyAccumulates => Layers.Sum(l => l.NonZeroMultiplyAccumulates);
+
         /// <summary>Bytes of the serialized network (definition and weights) as a model file stores it.</summary>
         public long SerializedBytes { get; }
 
@@ -71,14 +77,14 @@ namespace Microsoft.ML.Pruning.Reports
         {
             var text = new StringBuilder();
             text.AppendLine(CultureInfo.InvariantCulture, $"{Architecture}, input {Input}");
-            text.AppendLine(CultureInfo.InvariantCulture, $"{"layer",-28} {"kind",-26} {"output",-12} {"params",10} {"non-zero",10} {"MACs",12}");
+            text.AppendLine(CultureInfo.InvariantCulture, $"{"layer",-28} {"kind",-26} {"output",-12} {"params",10} {"non-zero",10} {"MACs",12} {"non-zero MACs",14}");
             foreach (LayerSummary layer in Layers.Where(l => l.Parameters > 0 || l.MultiplyAccumulates > 0))
             {
                 text.AppendLine(CultureInfo.InvariantCulture,
-                    $"{layer.Path,-28} {layer.Kind,-26} {string.Join("x", layer.OutputShape),-12} {layer.Parameters,10:N0} {layer.NonZeroParameters,10:N0} {layer.MultiplyAccumulates,12:N0}");
+                    $"{layer.Path,-28} {layer.Kind,-26} {string.Join("x", layer.OutputShape),-12} {layer.Parameters,10:N0} {layer.NonZeroParameters,10:N0} {layer.MultiplyAccumulates,12:N0} {layer.NonZeroMultiplyAccumulates,14:N0}");
             }
             text.AppendLine(CultureInfo.InvariantCulture,
-                $"{"total",-28} {"",-26} {"",-12} {Parameters,10:N0} {NonZeroParameters,10:N0} {MultiplyAccumulates,12:N0}");
+                $"{"total",-28} {"",-26} {"",-12} {Parameters,10:N0} {NonZeroParameters,10:N0} {MultiplyAccumulates,12:N0} {NonZeroMultiplyAccumulates,14:N0}");
             text.Append(CultureInfo.InvariantCulture, $"serialized size: {SerializedBytes:N0} bytes");
             return text.ToString();
         }
@@ -91,7 +97,7 @@ namespace Microsoft.ML.Pruning.Reports
             {
                 string path = prefix + layer.Name;
                 int[] output = layer.OutputShape(shape);
-                long count = 0, nonZero = 0;
+                long count = 0, nonZero = 0, weights = 0, nonZeroWeights = 0;
                 foreach (var (name, parameter) in parameters)
                 {
                     if (name.Length <= path.Length + 1 || !name.StartsWith(path + ".", StringComparison.Ordinal) || name.IndexOf('.', path.Length + 1) >= 0)
@@ -100,9 +106,18 @@ namespace Microsoft.ML.Pruning.Reports
                     using var noGrad = no_grad();
                     using var nz = parameter.count_nonzero();
                     nonZero += nz.item<long>();
+                    if (name.EndsWith(".weight", StringComparison.Ordinal))
+                    {
+                        weights = parameter.numel();
+                        nonZeroWeights = nz.item<long>();
+                    }
                 }
                 long macs = layer is ResidualBlock ? 0 : layer.MultiplyAccumulates(shape);
-                rows.Add(new LayerSummary(path, Describe(layer), output, count, nonZero, macs));
+                // Every weight of these layers is used the same number of times per image (once per output position).
+                long nonZeroMacs = layer is Conv2dLayer or LinearLayer or ShiftPointwiseConv2dLayer && weights > 0 && macs % weights == 0
+                    ? macs / weights * nonZeroWeights
+                    : macs;
+                rows.Add(new LayerSummary(path, Describe(layer), output, count, nonZero, macs, nonZeroMacs));
                 if (layer is ResidualBlock block)
                 {
                     Walk(block.Body, shape, path + "." + NetworkModules.BodyName + ".", parameters, rows);
@@ -116,6 +131,9 @@ namespace Microsoft.ML.Pruning.Reports
         {
             Conv2dLayer c => $"Conv2d {c.KernelSize}x{c.KernelSize} {c.InChannels}->{c.OutChannels}" + (c.Stride > 1 ? $" /{c.Stride}" : ""),
             LinearLayer l => $"Linear {l.InFeatures}->{l.OutFeatures}",
+            ShiftAttentionConv2dLayer s => $"ShiftAttn{(s.Shared ? "/sh" : "")}{(s.Hardened ? "/hard" : "")} {s.KernelSize}x{s.KernelSize} {s.InChannels}->{s.OutChannels}" + (s.Stride > 1 ? $" /{s.Stride}" : ""),
+            ShiftConv2dLayer s => $"Shift {s.KernelSize}x{s.KernelSize}+1x1 {s.InChannels}->{s.OutChannels}" + (s.Stride > 1 ? $" /{s.Stride}" : ""),
+            ShiftPointwiseConv2dLayer s => $"ShiftPW{(s.Shared ? "/sh" : "")} {s.KernelSize}x{s.KernelSize} {s.InChannels}->{s.OutChannels}" + (s.Stride > 1 ? $" /{s.Stride}" : ""),
             BatchNorm2dLayer b => $"BatchNorm2d {b.Channels}",
             MaxPool2dLayer p => $"MaxPool2d {p.KernelSize}",
             ResidualBlock r => r.Shortcut.Count == 0 ? "Residual (identity)" : "Residual (projection)",

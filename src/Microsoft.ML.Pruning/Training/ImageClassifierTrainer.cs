@@ -64,6 +64,15 @@ namespace Microsoft.ML.Pruning.Training
             public ImageClassifierArchitecture Architecture = ImageClassifierArchitecture.LeNet5;
 
             /// <summary>
+            /// What the 3×3 convolutions after the stem of <see cref="ImageClassifierArchitecture.VggSmall"/> and
+            /// <see cref="ImageClassifierArchitecture.ResNet20"/> are made of: <see cref="ConvolutionKind.Convolution"/> or the
+            /// fixed <see cref="ConvolutionKind.Shift"/> layers. Shift attention layers are trained by
+            /// <c>mlContext.Transforms.PruneAttention</c>, which schedules their temperature and hardens them.
+            /// Default: <see cref="ConvolutionKind.Convolution"/>.
+            /// </summary>
+            public ConvolutionKind Convolution = ConvolutionKind.Convolution;
+
+            /// <summary>
             /// The image shape, needed only when the feature column is a flat vector without dimensions.
             /// Default: null (read from the column type).
             /// </summary>
@@ -131,6 +140,15 @@ namespace Microsoft.ML.Pruning.Training
                 RequireName(PredictedLabelColumnName, nameof(PredictedLabelColumnName));
                 if (!Enum.IsDefined(Architecture))
                     throw new ArgumentOutOfRangeException(nameof(Architecture), Architecture, "Unknown architecture.");
+                if (!Enum.IsDefined(Convolution))
+                    throw new ArgumentOutOfRangeException(nameof(Convolution), Convolution, "Unknown convolution kind.");
+                if (Convolution is ConvolutionKind.ShiftAttention or ConvolutionKind.ShiftAttentionShared)
+                {
+                    throw new ArgumentOutOfRangeException(nameof(Convolution), Convolution,
+                        $"Options.Convolution {Convolution} needs a temperature schedule and hardening: train it with mlContext.Transforms.PruneAttention.");
+                }
+                if (Convolution != ConvolutionKind.Convolution && Architecture is not (ImageClassifierArchitecture.VggSmall or ImageClassifierArchitecture.ResNet20))
+                    throw new ArgumentOutOfRangeException(nameof(Convolution), Convolution, $"Options.Convolution {Convolution} needs VggSmall or ResNet20; {Architecture} has no 3x3 convolutions.");
                 ImageShape?.Validate();
                 Require(Epochs >= 1, nameof(Epochs), Epochs, "must be at least 1");
                 Require(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
@@ -199,10 +217,10 @@ namespace Microsoft.ML.Pruning.Training
         public ImageClassificationTransformer Fit(IDataView input)
         {
             ArgumentNullException.ThrowIfNull(input);
-            (ImageShape shape, int classes, DataViewSchema.DetachedColumn label) = CheckInput(input.Schema, "training data");
+            (ImageShape shape, int classes, DataViewSchema.DetachedColumn label) = CheckInput(_options, input.Schema, "training data");
             if (_options.ValidationSet is IDataView validationData)
             {
-                var (validationShape, validationClasses, _) = CheckInput(validationData.Schema, "validation set");
+                var (validationShape, validationClasses, _) = CheckInput(_options, validationData.Schema, "validation set");
                 if (validationShape != shape || validationClasses != classes)
                     throw new ArgumentException($"The validation set has {validationShape} images and {validationClasses} classes; the training data has {shape} and {classes}.");
             }
@@ -225,7 +243,7 @@ namespace Microsoft.ML.Pruning.Training
                 var (mean, std) = train.ChannelStatistics();
                 normalization = new NormalizeLayer { Name = "normalize", Mean = mean, Std = std };
             }
-            NetworkDefinition definition = Architectures.Create(_options.Architecture, shape, classes, normalization);
+            NetworkDefinition definition = Architectures.Create(_options.Architecture, shape, classes, normalization, _options.Convolution);
             channel.Info(MessageSensitivity.None, $"Training {definition.Architecture} on {train.Count} images of {shape}, {classes} classes, {_options.Epochs} epochs, seed {seed}.");
 
             ClassifierNetwork network = ClassifierNetwork.Create(definition, device);
@@ -247,12 +265,13 @@ namespace Microsoft.ML.Pruning.Training
             => MLNetInternals.MulticlassOutputSchema(inputSchema, _options.FeatureColumnName, _options.LabelColumnName,
                 _options.ScoreColumnName, _options.PredictedLabelColumnName);
 
-        private (ImageShape Shape, int Classes, DataViewSchema.DetachedColumn Label) CheckInput(DataViewSchema schema, string dataName)
+        /// <summary>The image shape, class count and label column of <paramref name="schema"/>; throws naming what is wrong.</summary>
+        internal static (ImageShape Shape, int Classes, DataViewSchema.DetachedColumn Label) CheckInput(Options options, DataViewSchema schema, string dataName)
         {
-            if (schema.GetColumnOrNull(_options.FeatureColumnName) is not DataViewSchema.Column features)
-                throw new ArgumentException($"The {dataName} has no feature column '{_options.FeatureColumnName}'.");
-            if (schema.GetColumnOrNull(_options.LabelColumnName) is not DataViewSchema.Column label)
-                throw new ArgumentException($"The {dataName} has no label column '{_options.LabelColumnName}'.");
+            if (schema.GetColumnOrNull(options.FeatureColumnName) is not DataViewSchema.Column features)
+                throw new ArgumentException($"The {dataName} has no feature column '{options.FeatureColumnName}'.");
+            if (schema.GetColumnOrNull(options.LabelColumnName) is not DataViewSchema.Column label)
+                throw new ArgumentException($"The {dataName} has no label column '{options.LabelColumnName}'.");
             if (label.Type is not KeyDataViewType key || key.RawType != typeof(uint))
             {
                 throw new ArgumentException(
@@ -260,7 +279,7 @@ namespace Microsoft.ML.Pruning.Training
             }
             if (key.Count < 2 || key.Count > int.MaxValue)
                 throw new ArgumentException($"Label column '{label.Name}' has {key.Count} classes; a classifier needs at least 2.");
-            ImageShape shape = ImageDataset.ShapeOf(features, _options.ImageShape);
+            ImageShape shape = ImageDataset.ShapeOf(features, options.ImageShape);
             int classes = (int)key.Count;
             return (shape, classes, MLNetInternals.DetachLabelColumn(label, classes));
         }

@@ -1,6 +1,7 @@
 // Licensed under the MIT license.
 
 using System;
+using System.Collections.Generic;
 using System.Threading;
 using Microsoft.ML.Data;
 using Microsoft.ML.Pruning.Networks;
@@ -58,11 +59,21 @@ namespace Microsoft.ML.Pruning.Training
         }
 
         /// <summary>Reads every row. Throws on an empty view, a non-finite pixel or a missing label, naming the row.</summary>
-        public static ImageDataset Load(IDataView data, string featureColumnName, string labelColumnName, ImageShape shape, int classes,
-            string dataName, CancellationToken cancellationToken)
+        /// <param name="data">The rows.</param>
+        /// <param name="featureColumnName">The image column.</param>
+        /// <param name="labelColumnName">The label column: a key of <paramref name="classes"/> values, or (when
+        /// <paramref name="classNames"/> is given) any scalar whose text is one of the class names. Null reads no labels
+        /// (<see cref="Labels"/> is then all -1).</param>
+        /// <param name="shape">The image shape.</param>
+        /// <param name="classes">The number of classes.</param>
+        /// <param name="dataName">What the data is called in error messages.</param>
+        /// <param name="cancellationToken">Checked every 1024 rows.</param>
+        /// <param name="classNames">The class names in key order, for labels given as values rather than keys.</param>
+        public static ImageDataset Load(IDataView data, string featureColumnName, string? labelColumnName, ImageShape shape, int classes,
+            string dataName, CancellationToken cancellationToken, IReadOnlyList<string>? classNames = null)
         {
             DataViewSchema.Column features = data.Schema[featureColumnName];
-            DataViewSchema.Column label = data.Schema[labelColumnName];
+            DataViewSchema.Column? label = labelColumnName is null ? null : data.Schema[labelColumnName];
             int size = shape.Size;
             var pixels = new System.Collections.Generic.List<float[]>();
             var labels = new System.Collections.Generic.List<long>();
@@ -71,10 +82,14 @@ namespace Microsoft.ML.Pruning.Training
             int inChunk = 0;
             long row = 0;
 
-            using (DataViewRowCursor cursor = data.GetRowCursor(new[] { features, label }))
+            using (DataViewRowCursor cursor = data.GetRowCursor(label is DataViewSchema.Column l ? new[] { features, l } : new[] { features }))
             {
                 ValueGetter<VBuffer<float>> getFeatures = cursor.GetGetter<VBuffer<float>>(features);
-                ValueGetter<uint> getLabel = cursor.GetGetter<uint>(label);
+                ValueGetter<uint> getLabel = label is not DataViewSchema.Column labelColumn
+                    ? (ref uint value) => value = 0
+                    : labelColumn.Type is KeyDataViewType || classNames is null
+                        ? cursor.GetGetter<uint>(labelColumn)
+                        : LabelFromValue(cursor, labelColumn, classNames, dataName);
                 VBuffer<float> buffer = default;
                 uint key = 0;
                 while (cursor.MoveNext())
@@ -85,7 +100,7 @@ namespace Microsoft.ML.Pruning.Training
                     getLabel(ref key);
                     if (buffer.Length != size)
                         throw new InvalidOperationException($"Row {row} of the {dataName} has {buffer.Length} feature values; expected {size} ({shape}).");
-                    if (key == 0 || key > classes)
+                    if (label is not null && (key == 0 || key > classes))
                         throw new InvalidOperationException($"Row {row} of the {dataName} has a missing label (label key {key}, expected 1..{classes}).");
                     Span<float> target = chunk.AsSpan(inChunk * size, size);
                     buffer.CopyTo(target);
@@ -117,8 +132,41 @@ namespace Microsoft.ML.Pruning.Training
             }
             Array.Copy(chunk, 0, all, offset, inChunk * size);
             Tensor images = tensor(all).reshape(row, shape.Channels, shape.Height, shape.Width);
-            Tensor labelTensor = tensor(labels.ToArray());
+            Tensor labelTensor = label is null ? full(row, -1L) : tensor(labels.ToArray());
             return new ImageDataset(images, labelTensor, shape);
+        }
+
+        /// <summary>A getter of 1-based keys for a label column of values, matched to the class names by their text.</summary>
+        private static ValueGetter<uint> LabelFromValue(DataViewRowCursor cursor, DataViewSchema.Column label, IReadOnlyList<string> classNames, string dataName)
+        {
+            if (label.Type is VectorDataViewType)
+                throw new ArgumentException($"Label column '{label.Name}' of the {dataName} is {label.Type}: it must be a key or a scalar whose text is a class name.");
+            var indices = new Dictionary<string, uint>(StringComparer.Ordinal);
+            for (int i = 0; i < classNames.Count; i++)
+                indices.TryAdd(classNames[i], (uint)(i + 1));
+            var method = typeof(ImageDataset).GetMethod(nameof(TextGetter), System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!
+                .MakeGenericMethod(label.Type.RawType);
+            var text = (Func<string>)method.Invoke(null, new object[] { cursor, label })!;
+            return (ref uint value) =>
+            {
+                string name = text();
+                if (!indices.TryGetValue(name, out value))
+                {
+                    throw new InvalidOperationException(
+                        $"Row {cursor.Position} of the {dataName} has label '{name}', which is not one of the model's classes ({string.Join(", ", classNames)}).");
+                }
+            };
+        }
+
+        private static Func<string> TextGetter<T>(DataViewRowCursor cursor, DataViewSchema.Column column)
+        {
+            ValueGetter<T> getter = cursor.GetGetter<T>(column);
+            T value = default!;
+            return () =>
+            {
+                getter(ref value);
+                return Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture) ?? "";
+            };
         }
 
         /// <summary>Per-channel mean and standard deviation over all images.</summary>

@@ -40,10 +40,11 @@ namespace Microsoft.ML.Pruning.Training
     {
         /// <summary>Trains <paramref name="network"/> in place.</summary>
         /// <remarks><c>afterStep</c> is called after every optimizer step with the 1-based step number and the total
-        /// step count: pruners re-apply masks or update temperatures there.</remarks>
+        /// step count: pruners re-apply masks or update temperatures there. <c>describeEpoch</c> may return text that is
+        /// appended to each epoch's log line (e.g. the state of an attention schedule).</remarks>
         public static void Run(ClassifierNetwork network, ImageDataset train, ImageDataset? validation, TrainingSettings settings,
             long seed, IChannel? channel, Action<TrainingEpochMetrics>? epochCompleted, CancellationToken cancellationToken,
-            Action<long, long>? afterStep = null)
+            Action<long, long>? afterStep = null, Func<TrainingEpochMetrics, string?>? describeEpoch = null)
         {
             long count = train.Count;
             int batchSize = (int)Math.Min(settings.BatchSize, count);
@@ -106,7 +107,8 @@ namespace Microsoft.ML.Pruning.Training
                 double? validationAccuracy = validation is null ? null : Accuracy(network, validation, cancellationToken: cancellationToken);
                 var metrics = new TrainingEpochMetrics(epoch, epochs, lossSum / seen, (double)correct / seen, validationAccuracy,
                     seen / trainSeconds, LearningRateAt(settings, Math.Max(step - 1, 0), totalSteps, batchesPerEpoch), clock.Elapsed);
-                channel?.Info(MessageSensitivity.None, metrics.ToString());
+                string? extra = describeEpoch?.Invoke(metrics);
+                channel?.Info(MessageSensitivity.None, extra is null ? metrics.ToString() : metrics + ", " + extra);
                 epochCompleted?.Invoke(metrics);
             }
             network.Module.eval();

@@ -43,6 +43,22 @@ namespace Microsoft.ML.Pruning.Tests.Networks
         }
 
         [TestMethod]
+        public void NonZeroMultiplyAccumulatesOfAConvolutionDropWithEachZeroWeightAtEveryOutputPosition()
+        {
+            torch.random.manual_seed(1);
+            using var network = ClassifierNetwork.Create(Architectures.Create(ImageClassifierArchitecture.LeNet5, new ImageShape(1, 28, 28), 10));
+            var conv1 = (Conv2dLayer)network.Definition.Flatten().Single(l => l.Path == "conv1").Layer;
+            using (no_grad())
+                network.StateDictionary()["conv1.weight"].narrow(0, 0, 2).zero_();
+            LayerSummary summary = ModelSummary.Create(network).Layers.Single(l => l.Path == "conv1");
+
+            long positions = (long)summary.OutputShape[1] * summary.OutputShape[2];
+            long kernel = (long)conv1.InChannels * conv1.KernelSize * conv1.KernelSize;
+            Assert.AreEqual(conv1.OutChannels * kernel * positions, summary.MultiplyAccumulates);
+            Assert.AreEqual((conv1.OutChannels - 2) * kernel * positions, summary.NonZeroMultiplyAccumulates);
+        }
+
+        [TestMethod]
         public void SummaryCountsNonZeroParametersAndTheSerializedSize()
         {
             torch.random.manual_seed(1);
@@ -57,6 +73,9 @@ namespace Microsoft.ML.Pruning.Tests.Networks
             LayerSummary fc1 = zeroed.Layers.Single(l => l.Path == "fc1");
             Assert.AreEqual(64L * 300 + 300, fc1.Parameters);
             Assert.AreEqual(64L * 300, fc1.MultiplyAccumulates);
+            Assert.AreEqual(64L * 290, fc1.NonZeroMultiplyAccumulates);
+            Assert.AreEqual(dense.MultiplyAccumulates, dense.NonZeroMultiplyAccumulates);
+            Assert.AreEqual(dense.MultiplyAccumulates - 10 * 64, zeroed.NonZeroMultiplyAccumulates);
             CollectionAssert.AreEqual(new[] { 300 }, fc1.OutputShape);
             Assert.IsGreaterThan(4 * dense.Parameters, dense.SerializedBytes);
             StringAssert.Contains(zeroed.ToString(), "Linear 64->300");

@@ -1,0 +1,311 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Pruning.Data;
+using Microsoft.ML.Pruning.MLNet;
+using Microsoft.ML.Pruning.Networks;
+using Microsoft.ML.Pruning.Reports;
+using Microsoft.ML.Pruning.Pruners;
+using Microsoft.ML.Pruning.Pruners.ShiftAttention;
+using Microsoft.ML.Pruning.Training;
+using Microsoft.ML.Transforms;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Pruning.Benchmarks
+{
+    /// <summary>
+    /// Scenario <c>sal</c>: the same architecture, seed, data and epochs with plain convolutions, fixed shift layers, and
+    /// shift attention layers (per pair and shared) compacted to shift + pointwise; test accuracy, size, cost and the
+    /// compact models' speed next to the convolution network's, timed interleaved in one process.
+    /// </summary>
+    /// <remarks>Options: <c>--quick</c>, <c>--models vgg-small,resnet20</c> (default vgg-small), <c>--epochs N</c>
+    /// (default 10, quick 1), <c>--temperature T_init,T_final</c> (default the trainer's), <c>--fine-tune N</c> epochs
+    /// after hardening (default 0), <c>--train-rows N</c> and <c>--test-rows N</c> (default all, quick 2000 and 1000; a
+    /// full-length run on a subset writes <c>sal-subset.json</c>).</remarks>
+    internal static class SalScenario
+    {
+        private const string Conv = "conv", Shift = "shift", Attention = "shift-attention", AttentionShared = "shift-attention-shared";
+
+        private sealed class Trained : IDisposable
+        {
+            public required BenchRow Row { get; init; }
+            public required ImageClassificationTransformer Classifier { get; init; }
+            public required ModelSummary Summary { get; init; }
+            public ModelSummary? Before { get; init; }
+
+            public void Dispose() => Classifier.Dispose();
+        }
+
+        public static int Run(string[] args)
+        {
+            bool quick = args.Contains("--quick");
+            IReadOnlyList<ImageClassifierArchitecture> architectures = Option(args, "--models") is string models
+                ? models.Split(',').Select(ParseModel).ToArray()
+                : new[] { ImageClassifierArchitecture.VggSmall };
+            int epochs = Option(args, "--epochs") is string e ? int.Parse(e, CultureInfo.InvariantCulture) : quick ? 1 : 10;
+            double[]? temperature = Option(args, "--temperature")?.Split(',').Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
+            int fineTune = Option(args, "--fine-tune") is string f ? int.Parse(f, CultureInfo.InvariantCulture) : 0;
+            int trainRows = Option(args, "--train-rows") is string tr ? int.Parse(tr, CultureInfo.InvariantCulture) : quick ? 2000 : 60000;
+            int testRows = Option(args, "--test-rows") is string te ? int.Parse(te, CultureInfo.InvariantCulture) : quick ? 1000 : 10000;
+            bool subset = !quick && (trainRows < 60000 || testRows < 10000);
+
+            var rows = new List<BenchRow>();
+            bool reloadOk = true;
+            foreach (ImageClassifierArchitecture architecture in architectures)
+            {
+                var trained = new List<Trained>();
+                try
+                {
+                    foreach (string method in new[] { Conv, Shift, Attention, AttentionShared })
+                    {
+                        Console.WriteLine($"== {Architectures.ShortName(architecture)}: {method}, {epochs} epochs");
+                        trained.Add(Train(architecture, method, quick, epochs, temperature, fineTune, trainRows, testRows));
+                        reloadOk &= trained[^1].Row.ReloadIdentical == true;
+                    }
+                    Compare(trained, quick);
+                    rows.AddRange(trained.Select(t => t.Row));
+                    foreach (Trained t in trained.Where(t => t.Before is not null))
+                    {
+                        Console.WriteLine($"-- {t.Row.Model} {t.Row.Method}: trained network");
+                        Console.WriteLine(t.Before);
+                        Console.WriteLine($"-- {t.Row.Model} {t.Row.Method}: compact network");
+                        Console.WriteLine(t.Summary);
+                    }
+                }
+                finally
+                {
+                    foreach (Trained t in trained)
+                        t.Dispose();
+                }
+            }
+
+            Table.Print(
+                new[] { "model", "method", "epochs", "test acc", "params", "MACs", "MACs ratio", "conv-layer params ÷", "conv-layer MACs ÷", "zip bytes", "b1 ms", "b1 speedup", "b256 img/s", "b256 speedup", "reload ok" },
+                rows.Select(r => (IReadOnlyList<string>)new[]
+                {
+                    r.Model, r.Method, Table.Format(r.Epochs, "0"), Table.Format(r.Accuracy * 100, "0.00"), Table.Format(r.Params), Table.Format(r.Macs),
+                    Table.Format(r.MacsRatio, "0.00"), Table.Format(r.ConvertedParamsRatio, "0.00"), Table.Format(r.ConvertedMacsRatio, "0.00"),
+                    Table.Format(r.ZipBytes), Table.Format(r.LatencyB1Ms, "0.000"), Table.Format(r.SpeedupB1, "0.00"),
+                    Table.Format(r.ThroughputB256, "0"), Table.Format(r.SpeedupB256, "0.00"), r.ReloadIdentical?.ToString() ?? "-",
+                }));
+            Console.WriteLine("wrote " + BenchOutput.Write(subset ? "sal-subset" : "sal", rows));
+            return reloadOk ? 0 : 1;
+        }
+
+        private static Trained Train(ImageClassifierArchitecture architecture, string method, bool quick, int epochs, double[]? temperature, int fineTune,
+            int trainRows, int testRows)
+        {
+            var ml = new MLContext(seed: 1);
+            IDataView train = FashionMnist.LoadTrain(ml, trainRows);
+            IDataView test = FashionMnist.LoadTest(ml, testRows);
+            ImageClassifierTrainer.Options training = TrainScenario.Recipe(architecture, quick);
+            training.Epochs = epochs;
+            training.EpochCompleted = metrics => Console.WriteLine("  " + metrics);
+
+            IEstimator<ITransformer> estimator;
+            ModelSummary? before = null;
+            if (method is Conv or Shift)
+            {
+                training.Convolution = method == Conv ? ConvolutionKind.Convolution : ConvolutionKind.Shift;
+                estimator = ml.MulticlassClassification.Trainers.ImageClassifier(training);
+            }
+            else
+            {
+                var options = new ShiftAttentionTrainer.Options
+                {
+                    Training = training,
+                    LayerKind = method == Attention ? ConvolutionKind.ShiftAttention : ConvolutionKind.ShiftAttentionShared,
+                    FineTuneEpochs = fineTune,
+                    AttentionEpochCompleted = metrics => Console.WriteLine("  " + metrics),
+                    Compacted = (trained, _) => before = trained,
+                };
+                if (temperature is { Length: 2 })
+                    (options.InitialTemperature, options.FinalTemperature) = (temperature[0], temperature[1]);
+                estimator = ml.Transforms.PruneAttention(options);
+            }
+            var pipeline = ml.Transforms.Conversion.MapValueToKey("Label", keyOrdinality: ValueToKeyMappingEstimator.KeyOrdinality.ByValue)
+                .Append(estimator)
+                .Append(ml.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
+
+            var clock = Stopwatch.StartNew();
+            var model = pipeline.Fit(train);
+            double trainSeconds = clock.Elapsed.TotalSeconds;
+            ImageClassificationTransformer classifier = model.OfType<ImageClassificationTransformer>().Single();
+            try
+            {
+                IDataView scored = model.Transform(test);
+                MulticlassClassificationMetrics metrics = ml.MulticlassClassification.Evaluate(scored);
+                string[] predictions = scored.GetColumn<string>("PredictedLabel").ToArray();
+
+                string directory = Path.Combine("artifacts", "bench", "models");
+                Directory.CreateDirectory(directory);
+                string zip = Path.GetFullPath(Path.Combine(directory, $"sal-{Architectures.ShortName(architecture)}-{method}{(quick ? "-quick" : "")}.zip"));
+                ml.Model.Save(model, train.Schema, zip);
+                bool reloadIdentical = ReloadGivesTheSamePredictions(zip, predictions, testRows);
+                Console.WriteLine(FormattableString.Invariant($"  test accuracy {metrics.MicroAccuracy:P2}, trained in {trainSeconds:F0} s, reload identical: {reloadIdentical}"));
+
+                ModelSummary summary = classifier.GetSummary();
+                return new Trained
+                {
+                    Classifier = classifier,
+                    Summary = summary,
+                    Before = before,
+                    Row = new BenchRow
+                    {
+                        Scenario = "sal",
+                        Model = Architectures.ShortName(architecture),
+                        Method = method,
+                        Quick = quick,
+                        Epochs = epochs,
+                        Accuracy = metrics.MicroAccuracy,
+                        Params = summary.Parameters,
+                        NonZeroParams = summary.NonZeroParameters,
+                        Macs = summary.MultiplyAccumulates,
+                        ZipBytes = new FileInfo(zip).Length,
+                        TrainSeconds = trainSeconds,
+                        ReloadIdentical = reloadIdentical,
+                    },
+                };
+            }
+            catch
+            {
+                classifier.Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>Fills the ratios against the convolution row and the interleaved timings.</summary>
+        private static void Compare(IReadOnlyList<Trained> trained, bool quick)
+        {
+            Trained conv = trained[0];
+            var (latencies, throughputs, speedupsB1, speedupsB256) = TimeInterleaved(trained.Select(t => t.Classifier.Network).ToList(), quick);
+            for (int i = 0; i < trained.Count; i++)
+            {
+                BenchRow row = trained[i].Row;
+                row.LatencyB1Ms = latencies[i];
+                row.ThroughputB256 = throughputs[i];
+                row.SpeedupB1 = speedupsB1[i];
+                row.SpeedupB256 = speedupsB256[i];
+                row.MacsRatio = (double)conv.Summary.MultiplyAccumulates / trained[i].Summary.MultiplyAccumulates;
+
+                // The layers a method converts: those that are not a convolution any more, each with its batch norm.
+                var converted = trained[i].Classifier.Network.Definition.Flatten()
+                    .Where(l => l.Layer is ShiftPointwiseConv2dLayer or ShiftConv2dLayer or ShiftAttentionConv2dLayer)
+                    .Select(l => l.Path).ToHashSet(StringComparer.Ordinal);
+                if (converted.Count > 0)
+                {
+                    var (convParams, convMacs) = ConvertedCost(conv.Summary, converted);
+                    var (ownParams, ownMacs) = ConvertedCost(trained[i].Summary, converted);
+                    row.ConvertedParamsRatio = (double)convParams / ownParams;
+                    row.ConvertedMacsRatio = (double)convMacs / ownMacs;
+                }
+            }
+        }
+
+        private static (long Parameters, long Macs) ConvertedCost(ModelSummary summary, IReadOnlySet<string> converted)
+        {
+            // Batch norm follows each converted layer under the matching name (conv2/bn2, body.conv1/body.bn1).
+            bool IsBatchNormOf(string path) => converted.Contains(ReplaceLast(path, "bn", "conv"));
+            long parameters = summary.Layers.Where(l => converted.Contains(l.Path) || IsBatchNormOf(l.Path)).Sum(l => l.Parameters);
+            long macs = summary.Layers.Where(l => converted.Contains(l.Path)).Sum(l => l.MultiplyAccumulates);
+            return (parameters, macs);
+        }
+
+        private static string ReplaceLast(string path, string from, string to)
+        {
+            int dot = path.LastIndexOf('.') + 1;
+            return path.AsSpan(dot).StartsWith(from, StringComparison.Ordinal) ? path[..dot] + to + path[(dot + from.Length)..] : path;
+        }
+
+        /// <summary>
+        /// Batch-1 latency (median of many calls) and batch-256 throughput of each network, the networks interleaved in
+        /// every repetition; the speedups are per-repetition ratios against the first network, then medians, so the noise
+        /// of a shared machine hits all networks alike.
+        /// </summary>
+        private static (double[] LatencyMs, double[] ImagesPerSecond, double[] SpeedupB1, double[] SpeedupB256) TimeInterleaved(
+            IReadOnlyList<ClassifierNetwork> networks, bool quick)
+        {
+            ImageShape shape = networks[0].Definition.Input;
+            using var single = randn(1, shape.Channels, shape.Height, shape.Width);
+            using var batch = randn(256, shape.Channels, shape.Height, shape.Width);
+            int repetitions = quick ? 3 : 7, latencyCalls = quick ? 30 : 200, throughputCalls = quick ? 2 : 4;
+            foreach (ClassifierNetwork network in networks)
+            {
+                for (int i = 0; i < 10; i++)
+                    Predict(network, single);
+                Predict(network, batch);
+            }
+
+            var latency = new double[repetitions][];
+            var throughput = new double[repetitions][];
+            for (int r = 0; r < repetitions; r++)
+            {
+                latency[r] = new double[networks.Count];
+                throughput[r] = new double[networks.Count];
+                for (int n = 0; n < networks.Count; n++)
+                {
+                    latency[r][n] = InferenceTiming.Median(Enumerable.Range(0, latencyCalls).Select(_ => Time(networks[n], single)).ToArray());
+                    throughput[r][n] = InferenceTiming.Median(Enumerable.Range(0, throughputCalls).Select(_ => 256 / (Time(networks[n], batch) / 1000)).ToArray());
+                }
+            }
+            double[] Median(Func<int, int, double> value) => Enumerable.Range(0, networks.Count)
+                .Select(n => InferenceTiming.Median(Enumerable.Range(0, repetitions).Select(r => value(r, n)).ToArray())).ToArray();
+            return (Median((r, n) => latency[r][n]), Median((r, n) => throughput[r][n]),
+                Median((r, n) => latency[r][0] / latency[r][n]), Median((r, n) => throughput[r][n] / throughput[r][0]));
+        }
+
+        private static double Time(ClassifierNetwork network, Tensor input)
+        {
+            var clock = Stopwatch.StartNew();
+            Predict(network, input);
+            return clock.Elapsed.TotalMilliseconds;
+        }
+
+        private static void Predict(ClassifierNetwork network, Tensor input)
+        {
+            using var scope = NewDisposeScope();
+            network.Predict(input);
+        }
+
+        /// <summary>Loads the saved zip in a fresh context and compares every predicted label.</summary>
+        private static bool ReloadGivesTheSamePredictions(string zip, string[] expected, int testRows)
+        {
+            var ml = new MLContext(seed: 7);
+            ITransformer model = ml.Model.Load(zip, out _);
+            try
+            {
+                string[] actual = model.Transform(FashionMnist.LoadTest(ml, testRows)).GetColumn<string>("PredictedLabel").ToArray();
+                return expected.SequenceEqual(actual);
+            }
+            finally
+            {
+                if (model is IEnumerable<ITransformer> chain)
+                {
+                    foreach (ITransformer part in chain)
+                        (part as IDisposable)?.Dispose();
+                }
+            }
+        }
+
+        private static string? Option(string[] args, string name)
+        {
+            int index = Array.IndexOf(args, name);
+            return index >= 0 && index + 1 < args.Length ? args[index + 1] : null;
+        }
+
+        private static ImageClassifierArchitecture ParseModel(string name) => name switch
+        {
+            "vgg-small" => ImageClassifierArchitecture.VggSmall,
+            "resnet20" => ImageClassifierArchitecture.ResNet20,
+            _ => throw new ArgumentException($"sal runs vgg-small and resnet20; got '{name}'."),
+        };
+    }
+}

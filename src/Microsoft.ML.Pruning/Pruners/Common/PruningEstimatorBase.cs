@@ -1,0 +1,145 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Diagnostics;
+using System.Linq;
+using Microsoft.ML.Data;
+using Microsoft.ML.Pruning.MLNet;
+using Microsoft.ML.Pruning.Networks;
+using Microsoft.ML.Pruning.Pruners.Common;
+using Microsoft.ML.Pruning.Training;
+using Microsoft.ML.Runtime;
+
+namespace Microsoft.ML.Pruning.Pruners
+{
+    /// <summary>
+    /// The shape every pruner shares: an estimator made from a trained model whose <c>Fit</c> takes calibration (and
+    /// retraining) data and returns the pruned model.
+    /// </summary>
+    /// <remarks>
+    /// <format type="text/markdown"><![CDATA[
+    /// The trained model is the one <xref:Microsoft.ML.Pruning.MLNet.ImageClassificationTransformer> alone or the
+    /// transformer chain that contains it, fresh from `Fit` or loaded with `mlContext.Model.Load`. Pass `Fit` the same
+    /// raw data the model was trained on: it runs through the chain's transformers in front of the classifier first.
+    /// `Fit` returns a model of the same shape — a new chain with the classifier replaced, or the new classifier — and
+    /// leaves the trained model untouched.
+    ///
+    /// Pruned weights are exactly zero and the saved model stores only the non-zero ones (plus a bitmask), so the
+    /// model file shrinks with the kept fraction. Scoring runs the dense network with zeros: unstructured sparsity
+    /// saves storage, not CPU time.
+    /// ]]></format>
+    /// </remarks>
+    public abstract class PruningEstimatorBase : IEstimator<ITransformer>
+    {
+        private readonly IHostEnvironment _env;
+        private readonly IHost _host;
+        private readonly ClassifierInModel _model;
+        private readonly PruningOptions _options;
+        private readonly string _method;
+
+        private protected PruningEstimatorBase(IHostEnvironment env, ITransformer trainedModel, PruningOptions options, string method)
+        {
+            ArgumentNullException.ThrowIfNull(env);
+            ArgumentNullException.ThrowIfNull(options);
+            options.Validate();
+            _env = env;
+            _host = env.Register(GetType().Name);
+            _model = ClassifierInModel.Find(trainedModel, nameof(trainedModel));
+            _options = options;
+            _method = method;
+            CheckLayerNames(_model.Classifier.Network.Definition, options);
+        }
+
+        /// <summary>Prunes a copy of the trained model's network on <paramref name="input"/> and returns the pruned model.</summary>
+        /// <param name="input">Calibration data in the form the trained model takes; with retraining, labelled training data.</param>
+        /// <exception cref="ArgumentException">A column is missing or has the wrong type.</exception>
+        /// <exception cref="InvalidOperationException">The data is empty, or a row has a non-finite pixel or an unknown label.</exception>
+        public ITransformer Fit(IDataView input)
+        {
+            ArgumentNullException.ThrowIfNull(input);
+            ImageClassificationTransformer classifier = _model.Classifier;
+            IDataView data = _model.TransformBefore(input);
+            ImageShape shape = classifier.Network.Definition.Input;
+            int classes = classifier.Network.Definition.Classes;
+            CheckFeatures(data.Schema, classifier.FeatureColumnName, shape);
+            string? labelColumnName = NeedsLabels ? CheckLabel(data.Schema, _options.LabelColumnName ?? classifier.LabelColumn.Name, classes) : null;
+
+            using IChannel channel = _host.Start($"Pruning ({_method})");
+            int seed = MLNetInternals.GetSeed(_env) ?? Environment.TickCount;
+            using ImageDataset dataset = ImageDataset.Load(data, classifier.FeatureColumnName, labelColumnName, shape, classes,
+                "calibration data", _options.CancellationToken, classifier.ClassNames);
+
+            ClassifierNetwork network = classifier.Network.Clone();
+            try
+            {
+                var context = new PruningContext(network, dataset, _options, seed, channel);
+                var clock = Stopwatch.StartNew();
+                using (PruningMask mask = Prune(context))
+                {
+                    mask.Apply(network);
+                    TimeSpan pruningTime = clock.Elapsed - context.RetrainingTime;
+                    if (_options.Retrains)
+                        context.Retrain(mask);
+                    network.Module.eval();
+                    var report = new PruningReport(_method, context.Results, pruningTime, context.CalibrationImages, context.RetrainingSteps, context.RetrainingTime);
+                    channel.Info(MessageSensitivity.None, report.ToString());
+                    _options.PruningCompleted?.Invoke(report);
+                }
+                var pruned = new ImageClassificationTransformer(_env, network, classifier.FeatureColumnName, classifier.ScoreColumnName,
+                    classifier.PredictedLabelColumnName, classifier.LabelColumn);
+                return _model.WithClassifier(pruned);
+            }
+            catch
+            {
+                network.Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>The output schema of the pruned model: the trained model's, for input of <paramref name="inputSchema"/>.</summary>
+        public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+        {
+            ArgumentNullException.ThrowIfNull(inputSchema);
+            return MLNetInternals.OutputShapeOf(inputSchema, _model.Flattened, _model.Classifier, _model.Classifier.FeatureColumnName);
+        }
+
+        /// <summary>Whether <c>Fit</c> reads labels (for retraining).</summary>
+        private protected virtual bool NeedsLabels => _options.Retrains;
+
+        /// <summary>Prunes <see cref="PruningContext.Network"/> in place, fills the context's results, and returns the masks.</summary>
+        private protected abstract PruningMask Prune(PruningContext context);
+
+        private static void CheckLayerNames(NetworkDefinition definition, PruningOptions options)
+        {
+            if (options.LayerKeptFractions is null)
+                return;
+            var prunable = definition.Flatten().Where(l => l.Layer is LinearLayer or Conv2dLayer).Select(l => l.Path).ToHashSet(StringComparer.Ordinal);
+            foreach (string name in options.LayerKeptFractions.Keys)
+            {
+                if (!prunable.Contains(name))
+                {
+                    throw new ArgumentException(
+                        $"Options.{nameof(PruningOptions.LayerKeptFractions)} names '{name}', which is not a prunable layer of this {definition.Architecture} model ({string.Join(", ", prunable)}).",
+                        nameof(PruningOptions.LayerKeptFractions));
+                }
+            }
+        }
+
+        private static void CheckFeatures(DataViewSchema schema, string featureColumnName, ImageShape shape)
+        {
+            if (schema.GetColumnOrNull(featureColumnName) is not DataViewSchema.Column column)
+                throw new ArgumentException($"The calibration data has no feature column '{featureColumnName}' (after the model's transforms in front of the classifier).");
+            if (column.Type is not VectorDataViewType { ItemType: var item, Size: var size } || item != NumberDataViewType.Single || size != shape.Size)
+                throw new ArgumentException($"Feature column '{featureColumnName}' of the calibration data must be a vector of {shape.Size} Single values ({shape} images); found {column.Type}.");
+        }
+
+        private static string CheckLabel(DataViewSchema schema, string labelColumnName, int classes)
+        {
+            if (schema.GetColumnOrNull(labelColumnName) is not DataViewSchema.Column label)
+                throw new ArgumentException($"Retraining needs labels, but the calibration data has no label column '{labelColumnName}' (set Options.{nameof(PruningOptions.LabelColumnName)}).");
+            if (label.Type is KeyDataViewType key && key.Count != (ulong)classes)
+                throw new ArgumentException($"Label column '{labelColumnName}' is a key of {key.Count} values; the model has {classes} classes.");
+            return labelColumnName;
+        }
+    }
+}

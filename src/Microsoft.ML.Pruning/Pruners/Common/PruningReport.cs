@@ -1,0 +1,65 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using System.Linq;
+using System.Text;
+
+namespace Microsoft.ML.Pruning.Pruners
+{
+    /// <summary>What a pruner did to one layer.</summary>
+    /// <param name="Layer">The layer's path, e.g. <c>fc1</c>.</param>
+    /// <param name="Weights">Prunable weights of the layer (biases excluded).</param>
+    /// <param name="KeptWeights">Weights kept (non-zero after pruning).</param>
+    /// <param name="RelativeError">
+    /// The layer's relative reconstruction error on the calibration inputs, <c>‖(Ŵ−W)X‖² / ‖WX‖²</c> with the unpruned
+    /// network's inputs X (bias included), when the method measures it; null otherwise.
+    /// </param>
+    /// <param name="Elapsed">Time spent choosing the layer's mask and new weights.</param>
+    public sealed record LayerPruningResult(string Layer, long Weights, long KeptWeights, double? RelativeError, TimeSpan Elapsed)
+    {
+        /// <summary>Kept weights over weights.</summary>
+        public double KeptFraction => Weights == 0 ? 1 : (double)KeptWeights / Weights;
+    }
+
+    /// <summary>What a pruner did: per-layer results and timings. Passed to <see cref="PruningOptions.PruningCompleted"/>.</summary>
+    /// <param name="Method">The method, e.g. <c>lobs</c> or <c>magnitude</c>.</param>
+    /// <param name="Layers">Every prunable layer, in network order.</param>
+    /// <param name="PruningTime">Wall time of pruning itself: statistics, scoring, masks and weight updates; not data loading or retraining.</param>
+    /// <param name="CalibrationImages">Images whose activations the method used (0 for data-free methods).</param>
+    /// <param name="RetrainingSteps">Optimizer steps of retraining with the masks fixed.</param>
+    /// <param name="RetrainingTime">Wall time of retraining.</param>
+    public sealed record PruningReport(string Method, IReadOnlyList<LayerPruningResult> Layers, TimeSpan PruningTime, long CalibrationImages,
+        long RetrainingSteps, TimeSpan RetrainingTime)
+    {
+        /// <summary>Prunable weights of all layers.</summary>
+        public long Weights => Layers.Sum(l => l.Weights);
+
+        /// <summary>Weights kept over all layers.</summary>
+        public long KeptWeights => Layers.Sum(l => l.KeptWeights);
+
+        /// <summary>Kept weights over prunable weights.</summary>
+        public double KeptFraction => Weights == 0 ? 1 : (double)KeptWeights / Weights;
+
+        /// <inheritdoc/>
+        public override string ToString()
+        {
+            var text = new StringBuilder();
+            text.Append(CultureInfo.InvariantCulture, $"{Method}: kept {KeptWeights:N0} of {Weights:N0} weights ({KeptFraction:P2}) in {PruningTime.TotalSeconds:F2} s");
+            if (CalibrationImages > 0)
+                text.Append(CultureInfo.InvariantCulture, $", {CalibrationImages:N0} calibration images");
+            if (RetrainingSteps > 0)
+                text.Append(CultureInfo.InvariantCulture, $"; retrained {RetrainingSteps:N0} steps in {RetrainingTime.TotalSeconds:F1} s");
+            text.AppendLine();
+            foreach (LayerPruningResult layer in Layers)
+            {
+                text.Append(CultureInfo.InvariantCulture, $"  {layer.Layer,-24} kept {layer.KeptWeights,9:N0} / {layer.Weights,9:N0} ({layer.KeptFraction,7:P2})");
+                if (layer.RelativeError is double error)
+                    text.Append(CultureInfo.InvariantCulture, $", relative error {error:G3}");
+                text.AppendLine(CultureInfo.InvariantCulture, $", {layer.Elapsed.TotalMilliseconds:F0} ms");
+            }
+            return text.ToString().TrimEnd();
+        }
+    }
+}
