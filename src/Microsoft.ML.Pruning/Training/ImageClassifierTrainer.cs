@@ -217,41 +217,17 @@ namespace Microsoft.ML.Pruning.Training
         public ImageClassificationTransformer Fit(IDataView input)
         {
             ArgumentNullException.ThrowIfNull(input);
-            (ImageShape shape, int classes, DataViewSchema.DetachedColumn label) = CheckInput(_options, input.Schema, "training data");
-            if (_options.ValidationSet is IDataView validationData)
-            {
-                var (validationShape, validationClasses, _) = CheckInput(_options, validationData.Schema, "validation set");
-                if (validationShape != shape || validationClasses != classes)
-                    throw new ArgumentException($"The validation set has {validationShape} images and {validationClasses} classes; the training data has {shape} and {classes}.");
-            }
-
             using IChannel channel = _host.Start("Training image classifier");
-            torch.Device device = TorchDevices.Resolve(_options.Device);
-            if (_options.NumberOfThreads is int threads)
-                torch.set_num_threads(threads);
-            int seed = MLNetInternals.GetSeed(_env) ?? Environment.TickCount;
-            torch.random.manual_seed(seed);
+            using PreparedData data = PreparedData.Load(_env, _options, input);
+            NetworkDefinition definition = Architectures.Create(_options.Architecture, data.Shape, data.Classes, data.Normalization, _options.Convolution);
+            channel.Info(MessageSensitivity.None, $"Training {definition.Architecture} on {data.Train.Count} images of {data.Shape}, {data.Classes} classes, {_options.Epochs} epochs, seed {data.Seed}.");
 
-            using ImageDataset train = ImageDataset.Load(input, _options.FeatureColumnName, _options.LabelColumnName, shape, classes,
-                "training data", _options.CancellationToken);
-            using ImageDataset? validation = _options.ValidationSet is null ? null : ImageDataset.Load(_options.ValidationSet,
-                _options.FeatureColumnName, _options.LabelColumnName, shape, classes, "validation set", _options.CancellationToken);
-
-            NormalizeLayer? normalization = null;
-            if (_options.NormalizeInput)
-            {
-                var (mean, std) = train.ChannelStatistics();
-                normalization = new NormalizeLayer { Name = "normalize", Mean = mean, Std = std };
-            }
-            NetworkDefinition definition = Architectures.Create(_options.Architecture, shape, classes, normalization, _options.Convolution);
-            channel.Info(MessageSensitivity.None, $"Training {definition.Architecture} on {train.Count} images of {shape}, {classes} classes, {_options.Epochs} epochs, seed {seed}.");
-
-            ClassifierNetwork network = ClassifierNetwork.Create(definition, device);
+            ClassifierNetwork network = ClassifierNetwork.Create(definition, data.Device);
             try
             {
-                TrainingLoop.Run(network, train, validation, _options.ToSettings(), seed, channel, _options.EpochCompleted, _options.CancellationToken);
+                TrainingLoop.Run(network, data.Train, data.Validation, _options.ToSettings(), data.Seed, channel, _options.EpochCompleted, _options.CancellationToken);
                 return new ImageClassificationTransformer(_env, network, _options.FeatureColumnName, _options.ScoreColumnName,
-                    _options.PredictedLabelColumnName, label);
+                    _options.PredictedLabelColumnName, data.Label);
             }
             catch
             {
@@ -264,6 +240,89 @@ namespace Microsoft.ML.Pruning.Training
         public SchemaShape GetOutputSchema(SchemaShape inputSchema)
             => MLNetInternals.MulticlassOutputSchema(inputSchema, _options.FeatureColumnName, _options.LabelColumnName,
                 _options.ScoreColumnName, _options.PredictedLabelColumnName);
+
+        /// <summary>
+        /// What every trainer of this library does before its first step: checks the columns of the training data and the
+        /// validation set, resolves the device, seeds libtorch from the MLContext, reads the images into tensors and
+        /// measures the input normalization.
+        /// </summary>
+        internal sealed class PreparedData : IDisposable
+        {
+            private PreparedData(ImageDataset train, ImageDataset? validation, ImageShape shape, int classes, DataViewSchema.DetachedColumn label,
+                int seed, torch.Device device, NormalizeLayer? normalization)
+            {
+                Train = train;
+                Validation = validation;
+                Shape = shape;
+                Classes = classes;
+                Label = label;
+                Seed = seed;
+                Device = device;
+                Normalization = normalization;
+            }
+
+            public ImageDataset Train { get; }
+
+            public ImageDataset? Validation { get; }
+
+            public ImageShape Shape { get; }
+
+            public int Classes { get; }
+
+            /// <summary>The training label column, whose key values the model predicts.</summary>
+            public DataViewSchema.DetachedColumn Label { get; }
+
+            /// <summary>The MLContext's seed (or a random one), already given to libtorch.</summary>
+            public int Seed { get; }
+
+            public torch.Device Device { get; }
+
+            /// <summary>The per-channel standardization measured on the training images, or null when not asked for.</summary>
+            public NormalizeLayer? Normalization { get; }
+
+            public static PreparedData Load(IHostEnvironment env, Options options, IDataView input)
+            {
+                (ImageShape shape, int classes, DataViewSchema.DetachedColumn label) = CheckInput(options, input.Schema, "training data");
+                if (options.ValidationSet is IDataView validationData)
+                {
+                    var (validationShape, validationClasses, _) = CheckInput(options, validationData.Schema, "validation set");
+                    if (validationShape != shape || validationClasses != classes)
+                        throw new ArgumentException($"The validation set has {validationShape} images and {validationClasses} classes; the training data has {shape} and {classes}.");
+                }
+
+                torch.Device device = TorchDevices.Resolve(options.Device);
+                if (options.NumberOfThreads is int threads)
+                    torch.set_num_threads(threads);
+                int seed = MLNetInternals.GetSeed(env) ?? Environment.TickCount;
+                torch.random.manual_seed(seed);
+
+                ImageDataset train = ImageDataset.Load(input, options.FeatureColumnName, options.LabelColumnName, shape, classes,
+                    "training data", options.CancellationToken);
+                try
+                {
+                    ImageDataset? validation = options.ValidationSet is null ? null : ImageDataset.Load(options.ValidationSet,
+                        options.FeatureColumnName, options.LabelColumnName, shape, classes, "validation set", options.CancellationToken);
+                    NormalizeLayer? normalization = null;
+                    if (options.NormalizeInput)
+                    {
+                        var (mean, std) = train.ChannelStatistics();
+                        normalization = new NormalizeLayer { Name = "normalize", Mean = mean, Std = std };
+                    }
+                    return new PreparedData(train, validation, shape, classes, label, seed, device, normalization);
+                }
+                catch
+                {
+                    train.Dispose();
+                    throw;
+                }
+            }
+
+            public void Dispose()
+            {
+                Train.Dispose();
+                Validation?.Dispose();
+            }
+        }
 
         /// <summary>The image shape, class count and label column of <paramref name="schema"/>; throws naming what is wrong.</summary>
         internal static (ImageShape Shape, int Classes, DataViewSchema.DetachedColumn Label) CheckInput(Options options, DataViewSchema schema, string dataName)

@@ -2,6 +2,8 @@
 
 using System;
 using System.IO;
+using System.Runtime.InteropServices;
+using Microsoft.ML.Pruning.Runtime;
 using Microsoft.VisualStudio.TestTools.UnitTesting;
 using TorchSharp;
 
@@ -19,6 +21,18 @@ namespace Microsoft.ML.Pruning.Tests.Native
             using var b = a * 2;
             CollectionAssert.AreEqual(new float[] { 2, 4, 6 }, b.data<float>().ToArray());
         }
+
+        [TestMethod]
+        public void LibTorchWarningsAreLimitedToErrorsInTheNativeEnvironment()
+        {
+            // Set by the library's module initializer before the first libtorch call (this process sets nothing itself).
+            Assert.AreEqual("ERROR", Environment.GetEnvironmentVariable(NativeLogLevel.VariableName));
+            if (!OperatingSystem.IsWindows())
+                Assert.AreEqual("ERROR", Marshal.PtrToStringUTF8(getenv(NativeLogLevel.VariableName)), "libtorch reads the C library's environment");
+        }
+
+        [DllImport("libc", ExactSpelling = true)]
+        private static extern IntPtr getenv([MarshalAs(UnmanagedType.LPUTF8Str)] string name);
 
         [TestMethod]
         public void BuildOutputLibraryHasTheVersionMarkedWeakOrNeedsNoPatch()

@@ -169,43 +169,21 @@ namespace Microsoft.ML.Pruning.Pruners
         {
             ArgumentNullException.ThrowIfNull(input);
             ImageClassifierTrainer.Options training = _options.Training;
-            (ImageShape shape, int classes, DataViewSchema.DetachedColumn label) = ImageClassifierTrainer.CheckInput(training, input.Schema, "training data");
-            if (training.ValidationSet is IDataView validationData)
-            {
-                var (validationShape, validationClasses, _) = ImageClassifierTrainer.CheckInput(training, validationData.Schema, "validation set");
-                if (validationShape != shape || validationClasses != classes)
-                    throw new ArgumentException($"The validation set has {validationShape} images and {validationClasses} classes; the training data has {shape} and {classes}.");
-            }
-
             using IChannel channel = _host.Start("Training shift attention network");
-            torch.Device device = TorchDevices.Resolve(training.Device);
-            if (training.NumberOfThreads is int threads)
-                torch.set_num_threads(threads);
-            int seed = MLNetInternals.GetSeed(_env) ?? Environment.TickCount;
-            torch.random.manual_seed(seed);
-
-            using ImageDataset train = ImageDataset.Load(input, training.FeatureColumnName, training.LabelColumnName, shape, classes,
-                "training data", training.CancellationToken);
-            using ImageDataset? validation = training.ValidationSet is null ? null : ImageDataset.Load(training.ValidationSet,
-                training.FeatureColumnName, training.LabelColumnName, shape, classes, "validation set", training.CancellationToken);
-
-            NormalizeLayer? normalization = null;
-            if (training.NormalizeInput)
-            {
-                var (mean, std) = train.ChannelStatistics();
-                normalization = new NormalizeLayer { Name = "normalize", Mean = mean, Std = std };
-            }
-            NetworkDefinition definition = Architectures.Create(training.Architecture, shape, classes, normalization, _options.LayerKind, _options.KernelSize);
+            using ImageClassifierTrainer.PreparedData data = ImageClassifierTrainer.PreparedData.Load(_env, training, input);
+            ImageDataset train = data.Train;
+            ImageDataset? validation = data.Validation;
+            NetworkDefinition definition = Architectures.Create(training.Architecture, data.Shape, data.Classes, data.Normalization, _options.LayerKind, _options.KernelSize);
             channel.Info(MessageSensitivity.None, FormattableString.Invariant(
-                $"Training {definition.Architecture} with {_options.LayerKind} {_options.KernelSize}x{_options.KernelSize} layers on {train.Count} images of {shape}, {classes} classes, {training.Epochs} epochs, temperature {_options.InitialTemperature} to {_options.FinalTemperature}, seed {seed}."));
+                $"Training {definition.Architecture} with {_options.LayerKind} {_options.KernelSize}x{_options.KernelSize} layers on {train.Count} images of {data.Shape}, {data.Classes} classes, {training.Epochs} epochs, temperature {_options.InitialTemperature} to {_options.FinalTemperature}, seed {data.Seed}."));
 
-            ClassifierNetwork? network = ClassifierNetwork.Create(definition, device);
+            ClassifierNetwork? network = ClassifierNetwork.Create(definition, data.Device);
             ClassifierNetwork? hardened = null, compact = null;
             try
             {
                 List<ShiftAttentionConv2dModule> modules = ShiftAttentionCompaction.AttentionModules(network).Select(m => m.Module).ToList();
                 ShiftAttentionCompaction.SetTemperature(modules, _options.InitialTemperature);
-                TrainingLoop.Run(network, train, validation, training.ToSettings(), seed, channel, training.EpochCompleted, training.CancellationToken,
+                TrainingLoop.Run(network, train, validation, training.ToSettings(), data.Seed, channel, training.EpochCompleted, training.CancellationToken,
                     afterStep: (step, totalSteps) => ShiftAttentionCompaction.SetTemperature(modules,
                         TemperatureSchedule.At(_options.InitialTemperature, _options.FinalTemperature, step, totalSteps)),
                     describeEpoch: metrics => DescribeAttention(metrics, modules));
@@ -224,7 +202,7 @@ namespace Microsoft.ML.Pruning.Pruners
                         Epochs = _options.FineTuneEpochs,
                         LearningRate = _options.FineTuneLearningRate ?? training.LearningRate / 10,
                     };
-                    TrainingLoop.Run(hardened, train, validation, fineTune, seed + 1L, channel, training.EpochCompleted, training.CancellationToken,
+                    TrainingLoop.Run(hardened, train, validation, fineTune, data.Seed + 1L, channel, training.EpochCompleted, training.CancellationToken,
                         describeEpoch: _ => "fine-tuning with the shifts frozen");
                 }
 
@@ -237,7 +215,7 @@ namespace Microsoft.ML.Pruning.Pruners
                 _options.Compacted?.Invoke(trainedSummary, compactSummary);
 
                 var transformer = new ImageClassificationTransformer(_env, compact, training.FeatureColumnName, training.ScoreColumnName,
-                    training.PredictedLabelColumnName, label);
+                    training.PredictedLabelColumnName, data.Label);
                 compact = null;
                 return transformer;
             }
