@@ -61,8 +61,11 @@ namespace Microsoft.ML.Pruning.Networks
         }
     }
 
-    /// <summary>A 2-D convolution with square kernels, zero padding and optional groups.</summary>
-    public sealed record Conv2dLayer : LayerDefinition
+    /// <summary>
+    /// A layer that slides a square k×k window over a [C_in, H, W] image with a stride and zero padding: a convolution, or
+    /// a layer that takes a convolution's place (the shift layers).
+    /// </summary>
+    public abstract record KernelLayerDefinition : LayerDefinition
     {
         /// <summary>Input channels.</summary>
         public required int InChannels { get; init; }
@@ -70,13 +73,13 @@ namespace Microsoft.ML.Pruning.Networks
         /// <summary>Output channels.</summary>
         public required int OutChannels { get; init; }
 
-        /// <summary>Kernel height and width.</summary>
+        /// <summary>Kernel height and width (for the shift layers, the neighbourhood the shifts range over).</summary>
         public required int KernelSize { get; init; }
 
         /// <summary>Stride.</summary>
         public int Stride { get; init; } = 1;
 
-        /// <summary>Zero padding on every side.</summary>
+        /// <summary>Zero padding on every side (<c>KernelSize / 2</c> keeps the size at stride 1).</summary>
         public int Padding { get; init; }
 
         /// <summary>Whether the layer has a bias.</summary>
@@ -91,7 +94,11 @@ namespace Microsoft.ML.Pruning.Networks
             Require(h >= 1 && w >= 1, input, $"an image of at least {KernelSize - 2 * Padding}x{KernelSize - 2 * Padding}");
             return new[] { OutChannels, h, w };
         }
+    }
 
+    /// <summary>A 2-D convolution with square kernels and zero padding.</summary>
+    public sealed record Conv2dLayer : KernelLayerDefinition
+    {
         /// <inheritdoc/>
         public override long MultiplyAccumulates(int[] input)
         {

@@ -31,36 +31,18 @@ namespace Microsoft.ML.Pruning.Networks
     /// </summary>
     /// <remarks>Tensors: <c>weight</c> [out, in, k, k]; <c>attention</c> logits [out, in, k²] ([1, in, k²] when
     /// <see cref="Shared"/>), or the buffer <c>mask</c> of the same shape once <see cref="Hardened"/>; <c>temperature</c> [1];
-    /// <c>bias</c> [out] when <see cref="Bias"/>.</remarks>
-    public sealed record ShiftAttentionConv2dLayer : LayerDefinition
+    /// <c>bias</c> [out] when <see cref="KernelLayerDefinition.Bias"/>.</remarks>
+    public sealed record ShiftAttentionConv2dLayer : KernelLayerDefinition
     {
-        /// <summary>Input channels.</summary>
-        public required int InChannels { get; init; }
-
-        /// <summary>Output channels.</summary>
-        public required int OutChannels { get; init; }
-
-        /// <summary>Kernel height and width: the shifts range over a k×k neighbourhood. Odd, at most 15.</summary>
-        public required int KernelSize { get; init; }
-
-        /// <summary>Stride.</summary>
-        public int Stride { get; init; } = 1;
-
-        /// <summary>Zero padding on every side (<c>KernelSize / 2</c> keeps the size).</summary>
-        public int Padding { get; init; }
-
         /// <summary>One attention distribution per input channel, shared by all outputs, instead of one per pair.</summary>
         public bool Shared { get; init; }
 
         /// <summary>The attention is a fixed one-hot (or empty) mask instead of trainable logits.</summary>
         public bool Hardened { get; init; }
 
-        /// <summary>Whether the layer has a bias.</summary>
-        public bool Bias { get; init; } = true;
-
         /// <inheritdoc/>
         public override int[] OutputShape(int[] input)
-            => ShiftLayerShapes.OutputShape(this, input, InChannels, OutChannels, KernelSize, Stride, Padding);
+            => ShiftLayerShapes.OutputShape(this, input);
 
         /// <summary>The cost of the k×k convolution it runs while training: out·in·k²·H·W.</summary>
         public override long MultiplyAccumulates(int[] input)
@@ -75,31 +57,13 @@ namespace Microsoft.ML.Pruning.Networks
     /// by one displacement of the k×k neighbourhood (with zero fill; the remainder goes to the identity group), then a 1×1
     /// convolution carries the stride. The shifts cost no parameters and no multiply-accumulates.
     /// </summary>
-    /// <remarks>Tensors: <c>weight</c> [out, in], <c>bias</c> [out] when <see cref="Bias"/>. The shifts follow from the
+    /// <remarks>Tensors: <c>weight</c> [out, in], <c>bias</c> [out] when <see cref="KernelLayerDefinition.Bias"/>. The shifts follow from the
     /// channel index (<see cref="GroupedShifts"/>) and are not stored.</remarks>
-    public sealed record ShiftConv2dLayer : LayerDefinition
+    public sealed record ShiftConv2dLayer : KernelLayerDefinition
     {
-        /// <summary>Input channels.</summary>
-        public required int InChannels { get; init; }
-
-        /// <summary>Output channels.</summary>
-        public required int OutChannels { get; init; }
-
-        /// <summary>The neighbourhood the shifts range over, k×k. Odd, at most 15.</summary>
-        public required int KernelSize { get; init; }
-
-        /// <summary>Stride.</summary>
-        public int Stride { get; init; } = 1;
-
-        /// <summary>Zero padding on every side, as for the k×k convolution it replaces (<c>KernelSize / 2</c> keeps the size).</summary>
-        public int Padding { get; init; }
-
-        /// <summary>Whether the layer has a bias.</summary>
-        public bool Bias { get; init; } = true;
-
         /// <inheritdoc/>
         public override int[] OutputShape(int[] input)
-            => ShiftLayerShapes.OutputShape(this, input, InChannels, OutChannels, KernelSize, Stride, Padding);
+            => ShiftLayerShapes.OutputShape(this, input);
 
         /// <summary>The 1×1 convolution's cost, out·in·H·W; shifts are copies.</summary>
         public override long MultiplyAccumulates(int[] input)
@@ -142,34 +106,16 @@ namespace Microsoft.ML.Pruning.Networks
     /// Tensors: <c>weight</c> [out, in] float32; <c>shift</c> uint8, [out, in] (or [in] when <see cref="Shared"/>), the tap
     /// <c>t = ky·k + kx</c> of the replaced k×k kernel, meaning output pixel (y, x) reads input pixel
     /// (<c>y·stride + ky − padding</c>, <c>x·stride + kx − padding</c>), zero outside; <c>bias</c> [out] when
-    /// <see cref="Bias"/> (folded batch norm). A pair whose attention was dropped has weight 0.
+    /// <see cref="KernelLayerDefinition.Bias"/> (folded batch norm). A pair whose attention was dropped has weight 0.
     /// </remarks>
-    public sealed record ShiftPointwiseConv2dLayer : LayerDefinition
+    public sealed record ShiftPointwiseConv2dLayer : KernelLayerDefinition
     {
-        /// <summary>Input channels.</summary>
-        public required int InChannels { get; init; }
-
-        /// <summary>Output channels.</summary>
-        public required int OutChannels { get; init; }
-
-        /// <summary>The neighbourhood the shifts range over, k×k. Odd, at most 15 (indices fit a byte).</summary>
-        public required int KernelSize { get; init; }
-
-        /// <summary>Stride.</summary>
-        public int Stride { get; init; } = 1;
-
-        /// <summary>Zero padding on every side, as for the k×k convolution it replaces.</summary>
-        public int Padding { get; init; }
-
         /// <summary>One shift per input channel, shared by all outputs, instead of one per pair.</summary>
         public bool Shared { get; init; }
 
-        /// <summary>Whether the layer has a bias.</summary>
-        public bool Bias { get; init; } = true;
-
         /// <inheritdoc/>
         public override int[] OutputShape(int[] input)
-            => ShiftLayerShapes.OutputShape(this, input, InChannels, OutChannels, KernelSize, Stride, Padding);
+            => ShiftLayerShapes.OutputShape(this, input);
 
         /// <summary>out·in·H·W: one multiply-accumulate per pair and output pixel; shifts are copies.</summary>
         public override long MultiplyAccumulates(int[] input)
@@ -191,8 +137,10 @@ namespace Microsoft.ML.Pruning.Networks
                 throw new ArgumentOutOfRangeException(name, kernelSize, $"The kernel size must be odd, between 1 and {MaxKernelSize}; got {kernelSize}.");
         }
 
-        public static int[] OutputShape(LayerDefinition layer, int[] input, int inChannels, int outChannels, int kernelSize, int stride, int padding)
+        /// <summary>The output shape of a shift layer, whose kernel size must also fit the byte-sized tap indices.</summary>
+        public static int[] OutputShape(KernelLayerDefinition layer, int[] input)
         {
+            var (inChannels, outChannels, kernelSize, stride, padding) = (layer.InChannels, layer.OutChannels, layer.KernelSize, layer.Stride, layer.Padding);
             if (kernelSize < 1 || kernelSize % 2 == 0 || kernelSize > MaxKernelSize || stride < 1 || padding < 0 || inChannels < 1 || outChannels < 1)
             {
                 throw new InvalidOperationException(
