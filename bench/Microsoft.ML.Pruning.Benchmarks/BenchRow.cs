@@ -46,8 +46,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
         };
 
         /// <summary>
-        /// Writes artifacts/bench/&lt;scenario&gt;.json. Rows of earlier runs for other (model, method) pairs of the same
-        /// quick-ness are kept, so a scenario can be run one model at a time.
+        /// Writes artifacts/bench/&lt;scenario&gt;.json. Rows of earlier runs for another model, method, epoch count or
+        /// quick-ness are kept, so a scenario can be run one model (or one training length) at a time.
         /// </summary>
         public static string Write(string scenario, IReadOnlyList<BenchRow> rows)
         {
@@ -58,7 +58,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
             if (File.Exists(path))
             {
                 var previous = JsonSerializer.Deserialize<List<BenchRow>>(File.ReadAllText(path), s_json) ?? new List<BenchRow>();
-                merged.AddRange(previous.Where(p => !rows.Any(r => r.Model == p.Model && r.Method == p.Method && r.Quick == p.Quick)));
+                merged.AddRange(previous.Where(p => !rows.Any(r => r.Model == p.Model && r.Method == p.Method && r.Epochs == p.Epochs && r.Quick == p.Quick)));
             }
             merged.AddRange(rows);
             File.WriteAllText(path, JsonSerializer.Serialize(merged, s_json));
