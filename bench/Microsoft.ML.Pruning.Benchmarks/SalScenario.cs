@@ -30,8 +30,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// of shift, shift-attention, shift-attention-shared; conv always runs first), <c>--epochs N</c>
     /// (default 10, quick 1), <c>--temperature T_init,T_final</c> (default the trainer's), <c>--fine-tune N</c> epochs
     /// after hardening (default 0), <c>--train-rows N</c> and <c>--test-rows N</c> (default all, quick 2000 and 1000; a
-    /// full-length run on a subset writes <c>sal-subset.json</c>, a run with another temperature or fine-tuning
-    /// <c>sal-variant.json</c>).</remarks>
+    /// run on a subset, with another temperature or with fine-tuning writes its own file, e.g.
+    /// <c>sal-temperature-0.15-60.json</c>, <c>sal-fine-tune-2.json</c>, <c>sal-subset.json</c>).</remarks>
     internal static class SalScenario
     {
         private const string Conv = "conv", Shift = "shift", Attention = "shift-attention", AttentionShared = "shift-attention-shared";
@@ -103,8 +103,12 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     Table.Format(r.ZipBytes), Table.Format(r.LatencyB1Ms, "0.000"), Table.Format(r.SpeedupB1, "0.00"),
                     Table.Format(r.ThroughputB256, "0"), Table.Format(r.SpeedupB256, "0.00"), r.ReloadIdentical?.ToString() ?? "-",
                 }));
-            // Runs off the defaults write their own file, so they never replace the default run's rows.
-            string output = subset ? "sal-subset" : temperature is null && fineTune == 0 ? "sal" : "sal-variant";
+            // Runs off the defaults write their own file, named after what differs, so they never replace the default
+            // run's rows or each other's.
+            string output = "sal"
+                + (temperature is null ? "" : "-temperature-" + string.Join("-", temperature.Select(t => t.ToString(CultureInfo.InvariantCulture))))
+                + (fineTune == 0 ? "" : FormattableString.Invariant($"-fine-tune-{fineTune}"))
+                + (subset ? "-subset" : "");
             Console.WriteLine("wrote " + BenchOutput.Write(output, rows));
             return reloadOk ? 0 : 1;
         }
