@@ -374,11 +374,9 @@ namespace Microsoft.ML.Pruning.MLNet
                         if (!float.IsFinite(value))
                             throw new InvalidOperationException($"Row {position}: feature column '{_owner.FeatureColumnName}' has a non-finite value ({value}).");
                     }
-                    using (NewDisposeScope())
-                    {
-                        Tensor batch = tensor(_input, new long[] { 1, _input.Length }).to(_owner.Network.Device);
-                        _scores = _owner.Network.Predict(batch).cpu().data<float>().ToArray();
-                    }
+                    if (_scores.Length == 0)
+                        _scores = new float[_owner.Network.Definition.Classes];
+                    _owner.Network.Predict(_input, _scores);
                     _best = 0;
                     for (int i = 1; i < _scores.Length; i++)
                     {

@@ -67,6 +67,34 @@ namespace Microsoft.ML.Pruning.Networks
             return Module.call(ReshapeInput(images)).softmax(1);
         }
 
+        /// <summary>
+        /// Class probabilities for the images in <paramref name="images"/>, laid out one after another (C·H·W values each,
+        /// channels first), written to <paramref name="probabilities"/> (one row of <see cref="NetworkDefinition.Classes"/>
+        /// values per image). This is the scoring entry point of the ML.NET transformer; it is safe to call from several
+        /// threads at once.
+        /// </summary>
+        /// <exception cref="ArgumentException">The lengths do not describe the same whole number of images.</exception>
+        public void Predict(ReadOnlySpan<float> images, Span<float> probabilities)
+        {
+            ThrowIfDisposed();
+            int size = Definition.Input.Size, classes = Definition.Classes;
+            if (images.Length % size != 0)
+                throw new ArgumentException($"The input holds {images.Length} values, not a whole number of {Definition.Input} images ({size} values each).", nameof(images));
+            int count = images.Length / size;
+            if (probabilities.Length != count * classes)
+                throw new ArgumentException($"{count} images need {count * classes} probabilities ({classes} each); the output holds {probabilities.Length}.", nameof(probabilities));
+            if (count == 0)
+                return;
+            using var scope = NewDisposeScope();
+            Tensor batch = tensor(images.ToArray(), new long[] { count, size }).to(Device);
+            Tensor result = Predict(batch).cpu();
+            FloatsOf(result).CopyTo(probabilities);
+        }
+
+        /// <summary>The values of a float32 CPU tensor, valid while the tensor (or its contiguous copy, in the caller's scope) lives.</summary>
+        private static ReadOnlySpan<float> FloatsOf(Tensor tensor)
+            => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(tensor.contiguous().bytes);
+
         /// <summary>The parameters and buffers by name (e.g. <c>conv1.weight</c>, <c>bn1.running_mean</c>).</summary>
         public IReadOnlyDictionary<string, Tensor> StateDictionary()
         {
