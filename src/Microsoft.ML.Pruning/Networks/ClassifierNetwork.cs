@@ -4,6 +4,7 @@ using System;
 using System.Collections.Generic;
 using System.IO;
 using System.Linq;
+using Microsoft.ML.Pruning.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -15,6 +16,9 @@ namespace Microsoft.ML.Pruning.Networks
     /// </summary>
     public sealed class ClassifierNetwork : IDisposable
     {
+        private readonly object _planGate = new();
+        private InferencePlan? _plan;
+        private InferenceBackend _backend = InferenceBackend.Compact;
         private bool _disposed;
 
         private ClassifierNetwork(NetworkDefinition definition, nn.Module<Tensor, Tensor> module, Device device)
@@ -47,6 +51,7 @@ namespace Microsoft.ML.Pruning.Networks
         public void MoveTo(Device device)
         {
             ThrowIfDisposed();
+            ResetCompiledForm();
             Module.to(device);
             Device = device;
         }
@@ -73,7 +78,14 @@ namespace Microsoft.ML.Pruning.Networks
         /// values per image). This is the scoring entry point of the ML.NET transformer; it is safe to call from several
         /// threads at once.
         /// </summary>
-        /// <exception cref="ArgumentException">The lengths do not describe the same whole number of images.</exception>
+        /// <remarks>
+        /// With <see cref="InferenceBackend.Compact"/> (the default) on the CPU, the network is compiled on first use into
+        /// the compact runtime, whose cost follows the stored weights (shift + pointwise and sparse kernels, batch norm
+        /// folded). The compiled form holds a copy of the weights of that moment: after changing weights through
+        /// <see cref="NamedParameters"/> or <see cref="StateDictionary"/>, call <see cref="ResetCompiledForm"/>.
+        /// </remarks>
+        /// <exception cref="ArgumentException">The lengths do not describe the same whole number of images, or a value is
+        /// not finite.</exception>
         public void Predict(ReadOnlySpan<float> images, Span<float> probabilities)
         {
             ThrowIfDisposed();
@@ -83,17 +95,79 @@ namespace Microsoft.ML.Pruning.Networks
             int count = images.Length / size;
             if (probabilities.Length != count * classes)
                 throw new ArgumentException($"{count} images need {count * classes} probabilities ({classes} each); the output holds {probabilities.Length}.", nameof(probabilities));
+            int bad = IndexOfNonFinite(images);
+            if (bad >= 0)
+                throw new ArgumentException($"Image {bad / size} has a non-finite value ({images[bad]}) at position {bad % size}.", nameof(images));
             if (count == 0)
                 return;
+            if (CompiledForm() is InferencePlan plan)
+            {
+                plan.Predict(images, probabilities);
+                return;
+            }
             using var scope = NewDisposeScope();
-            Tensor batch = tensor(images.ToArray(), new long[] { count, size }).to(Device);
-            Tensor result = Predict(batch).cpu();
-            FloatsOf(result).CopyTo(probabilities);
+            float[] copy = images.ToArray();
+            Tensor batch = frombuffer(copy, ScalarType.Float32, copy.Length, 0, false).view(count, size).to(Device);
+            Tensor result = Predict(batch).cpu().contiguous();
+            System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(result.bytes).CopyTo(probabilities);
         }
 
-        /// <summary>The values of a float32 CPU tensor, valid while the tensor (or its contiguous copy, in the caller's scope) lives.</summary>
-        private static ReadOnlySpan<float> FloatsOf(Tensor tensor)
-            => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(tensor.contiguous().bytes);
+        /// <summary>Which engine <see cref="Predict(ReadOnlySpan{float}, Span{float})"/> scores with. Default
+        /// <see cref="InferenceBackend.Compact"/>; off the CPU, libtorch always.</summary>
+        public InferenceBackend Backend
+        {
+            get => _backend;
+            set
+            {
+                if (!Enum.IsDefined(value))
+                    throw new ArgumentOutOfRangeException(nameof(value), value, "Unknown inference backend.");
+                _backend = value;
+            }
+        }
+
+        /// <summary>Drops the compiled form of the network, so that the next prediction compiles the current weights.</summary>
+        public void ResetCompiledForm()
+        {
+            lock (_planGate)
+            {
+                _plan?.Dispose();
+                _plan = null;
+            }
+        }
+
+        /// <summary>The compact runtime's plan when it scores (compiled on first use), or null when libtorch does.</summary>
+        internal InferencePlan? CompiledForm()
+        {
+            if (_backend != InferenceBackend.Compact || Device.type != DeviceType.CPU)
+                return null;
+            lock (_planGate)
+            {
+                ThrowIfDisposed();
+                return _plan ??= InferencePlan.Compile(this);
+            }
+        }
+
+        private static int IndexOfNonFinite(ReadOnlySpan<float> values)
+        {
+            int i = 0;
+            if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated)
+            {
+                // x − x is 0 for finite x and NaN for NaN and ±∞.
+                var zero = System.Runtime.Intrinsics.Vector256<float>.Zero;
+                for (; i + 8 <= values.Length; i += 8)
+                {
+                    var v = System.Runtime.Intrinsics.Vector256.Create(values.Slice(i, 8));
+                    if (!System.Runtime.Intrinsics.Vector256.EqualsAll(v - v, zero))
+                        break;
+                }
+            }
+            for (; i < values.Length; i++)
+            {
+                if (!float.IsFinite(values[i]))
+                    return i;
+            }
+            return -1;
+        }
 
         /// <summary>The parameters and buffers by name (e.g. <c>conv1.weight</c>, <c>bn1.running_mean</c>).</summary>
         public IReadOnlyDictionary<string, Tensor> StateDictionary()
@@ -121,6 +195,7 @@ namespace Microsoft.ML.Pruning.Networks
         public void LoadWeights(BinaryReader reader)
         {
             ThrowIfDisposed();
+            ResetCompiledForm();
             Dictionary<string, Tensor> stored = TensorStore.Read(reader);
             try
             {
@@ -162,6 +237,7 @@ namespace Microsoft.ML.Pruning.Networks
         {
             if (_disposed)
                 return;
+            ResetCompiledForm();
             _disposed = true;
             Module.Dispose();
         }
@@ -179,5 +255,16 @@ namespace Microsoft.ML.Pruning.Networks
         }
 
         private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
+    }
+
+    /// <summary>The engine a <see cref="ClassifierNetwork"/> scores with.</summary>
+    public enum InferenceBackend
+    {
+        /// <summary>The compact runtime: shift + pointwise and sparse kernels that read only the stored weights, batch norm
+        /// folded, ReLU and pooling fused; dense convolutions and fully connected layers on libtorch.</summary>
+        Compact,
+
+        /// <summary>The network's TorchSharp modules, layer by layer, as trained (the reference).</summary>
+        LibTorch,
     }
 }

@@ -15,6 +15,10 @@ namespace Microsoft.ML.Pruning.Networks
         public const string BodyName = "body";
         public const string ShortcutName = "shortcut";
 
+        /// <summary>The epsilon of every batch-norm layer built here (TorchSharp's BatchNorm2d default); folding batch norm
+        /// into a preceding layer uses the same value.</summary>
+        public const double BatchNormEpsilon = 1e-5;
+
         /// <summary>Builds the whole network with freshly initialized weights (draws from torch's global generator).</summary>
         public static nn.Module<Tensor, Tensor> Build(NetworkDefinition definition)
         {
@@ -29,7 +33,7 @@ namespace Microsoft.ML.Pruning.Networks
         {
             NormalizeLayer n => new NormalizeModule(n.Name, n.Mean, n.Std),
             Conv2dLayer c => Conv(c),
-            BatchNorm2dLayer b => nn.BatchNorm2d(b.Channels),
+            BatchNorm2dLayer b => nn.BatchNorm2d(b.Channels, eps: BatchNormEpsilon),
             ReluLayer => nn.ReLU(inplace: true),
             MaxPool2dLayer p => nn.MaxPool2d(p.KernelSize, p.KernelSize),
             GlobalAvgPoolLayer g => new GlobalAvgPoolModule(g.Name),

@@ -17,9 +17,6 @@ namespace Microsoft.ML.Pruning.Pruners.ShiftAttention
     /// </summary>
     internal static class ShiftAttentionCompaction
     {
-        // TorchSharp's BatchNorm2d default, which NetworkModules builds every batch-norm layer with.
-        private const double BatchNormEpsilon = 1e-5;
-
         /// <summary>The shift attention modules of <paramref name="network"/> with their module paths.</summary>
         public static IReadOnlyList<(string Path, ShiftAttentionConv2dModule Module)> AttentionModules(ClassifierNetwork network)
             => network.Module.named_modules()
@@ -277,7 +274,7 @@ namespace Microsoft.ML.Pruning.Pruners.ShiftAttention
             Tensor beta = source[path + ".bias"].to_type(ScalarType.Float64);
             Tensor mean = source[path + ".running_mean"].to_type(ScalarType.Float64);
             Tensor variance = source[path + ".running_var"].to_type(ScalarType.Float64);
-            Tensor scale = gamma / (variance + BatchNormEpsilon).sqrt();
+            Tensor scale = gamma / (variance + NetworkModules.BatchNormEpsilon).sqrt();
             return (scale, beta - mean * scale);
         }
 

@@ -1,0 +1,346 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Linq;
+using Microsoft.ML.Pruning.Networks;
+using Microsoft.ML.Pruning.Runtime.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Pruning.Runtime
+{
+    /// <summary>
+    /// The compact model's inference engine: a network compiled, for scoring on the CPU, into a list of steps whose
+    /// cost follows the stored weights. Shift + pointwise layers, pruned and small convolutions run on
+    /// <see cref="CompactConvolution"/>, which reads shifted inputs in place; pruned and small fully connected layers run as
+    /// compressed sparse rows (<see cref="CompactLinear"/>); batch norm is folded into the layer before it, ReLU and
+    /// max pooling into the layer's output. Dense convolutions and dense fully connected layers, whose libtorch kernels
+    /// are already as fast as their FLOPs allow, and layers the kernels do not cover stay on libtorch.
+    /// </summary>
+    /// <remarks>
+    /// The plan holds a copy of the weights taken when it was compiled. It is immutable and safe to use from several
+    /// threads at once; each call takes its own activation buffers from a small pool.
+    /// </remarks>
+    internal sealed class InferencePlan : IDisposable
+    {
+        /// <summary>Images scored per pass of the steps; larger inputs are cut into passes of this size.</summary>
+        public const int MaxPassImages = 256;
+
+        // A convolution or fully connected layer with at most this fraction of non-zero weights runs on the sparse
+        // kernels; one with at most SmallLayerWeights weights always does (libtorch's per-call cost dominates there).
+        private const double SparseConvolutionDensity = 0.5;
+        private const double SparseLinearDensity = 0.3;
+        private const long SmallLayerWeights = 4096;
+        private const int PooledBuffers = 8;
+
+        private readonly ConcurrentStack<float[]> _buffers = new();
+        private readonly int _largestActivation;
+        private bool _disposed;
+
+        private InferencePlan(NetworkDefinition definition, IReadOnlyList<InferenceStep> steps)
+        {
+            Definition = definition;
+            Steps = steps;
+            _largestActivation = steps.Select(s => Math.Max(s.InputSize, s.OutputSize)).Append(definition.Input.Size).Max();
+        }
+
+        /// <summary>The definition the plan was compiled from.</summary>
+        public NetworkDefinition Definition { get; }
+
+        /// <summary>The steps, in order.</summary>
+        public IReadOnlyList<InferenceStep> Steps { get; }
+
+        /// <summary>Compiles <paramref name="network"/> (on the CPU) with its current weights.</summary>
+        public static InferencePlan Compile(ClassifierNetwork network)
+        {
+            ArgumentNullException.ThrowIfNull(network);
+            if (network.Device.type != DeviceType.CPU)
+                throw new InvalidOperationException($"The compact runtime scores on the CPU; the network lives on {network.Device}.");
+            var builder = new Builder(network);
+            var steps = new List<InferenceStep>();
+            try
+            {
+                builder.Add(steps);
+                return new InferencePlan(network.Definition, steps);
+            }
+            catch
+            {
+                foreach (InferenceStep step in steps)
+                    step.Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>Class probabilities of the images in <paramref name="images"/> (C·H·W values each) into
+        /// <paramref name="probabilities"/> (one row of classes per image); the lengths are the caller's to check.</summary>
+        public void Predict(ReadOnlySpan<float> images, Span<float> probabilities)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            int size = Definition.Input.Size, classes = Definition.Classes;
+            int count = images.Length / size;
+            int pass = Math.Min(count, MaxPassImages);
+            if (pass == 0)
+                return;
+            float[] first = Rent(pass), second = Rent(pass);
+            try
+            {
+                for (int start = 0; start < count; start += pass)
+                {
+                    int n = Math.Min(pass, count - start);
+                    images.Slice(start * size, n * size).CopyTo(first);
+                    float[] current = first, next = second;
+                    foreach (InferenceStep step in Steps)
+                    {
+                        step.Run(current, next, n);
+                        (current, next) = (next, current);
+                    }
+                    Softmax.Rows(current.AsSpan(0, n * classes), probabilities.Slice(start * classes, n * classes), classes);
+                }
+            }
+            finally
+            {
+                Return(first);
+                Return(second);
+            }
+        }
+
+        private float[] Rent(int images)
+        {
+            long length = (long)images * _largestActivation;
+            if (length > Array.MaxLength)
+                throw new InvalidOperationException($"A pass of {images} images needs {length} activation values, more than an array holds.");
+            if (_buffers.TryPop(out float[]? buffer) && buffer.Length >= length)
+                return buffer;
+            // Pinned, so that steps take pointers and libtorch wraps them without copies.
+            return GC.AllocateUninitializedArray<float>((int)length, pinned: true);
+        }
+
+        private void Return(float[] buffer)
+        {
+            if (_buffers.Count < PooledBuffers)
+                _buffers.Push(buffer);
+        }
+
+        /// <inheritdoc/>
+        public void Dispose()
+        {
+            if (_disposed)
+                return;
+            _disposed = true;
+            foreach (InferenceStep step in Steps)
+                step.Dispose();
+            _buffers.Clear();
+        }
+
+        /// <inheritdoc/>
+        public override string ToString() => string.Join(Environment.NewLine, Steps);
+
+        /// <summary>Turns layer definitions and the network's weights into steps.</summary>
+        private sealed class Builder
+        {
+            private readonly ClassifierNetwork _network;
+            private readonly IReadOnlyDictionary<string, Tensor> _state;
+            private readonly Dictionary<string, nn.Module> _children;
+
+            public Builder(ClassifierNetwork network)
+            {
+                _network = network;
+                _state = network.StateDictionary();
+                _children = network.Module.named_children().ToDictionary(c => c.name, c => c.module, StringComparer.Ordinal);
+            }
+
+            public void Add(List<InferenceStep> steps)
+            {
+                IReadOnlyList<LayerDefinition> layers = _network.Definition.Layers;
+                int[] shape = _network.Definition.InputDimensions;
+                for (int i = 0; i < layers.Count; i++)
+                {
+                    LayerDefinition layer = layers[i];
+                    int[] output = layer.OutputShape(shape);
+                    switch (layer)
+                    {
+                        case FlattenLayer:
+                            break; // [C,H,W] and [C·H·W] are the same values in the same order
+                        case NormalizeLayer normalize:
+                            steps.Add(new NormalizeStep(layer.Name, shape, normalize.Mean, normalize.Std));
+                            break;
+                        case Conv2dLayer or ShiftPointwiseConv2dLayer or ShiftConv2dLayer:
+                            i = AddKernelLayer(steps, layers, i, shape, out output);
+                            break;
+                        case LinearLayer linear:
+                            i = AddLinear(steps, layers, i, linear);
+                            break;
+                        case BatchNorm2dLayer norm:
+                            {
+                                var (scale, shift) = BatchNormAffine(norm.Name);
+                                bool relu = i + 1 < layers.Count && layers[i + 1] is ReluLayer;
+                                steps.Add(new ChannelAffineStep(relu ? norm.Name + "+" + layers[i + 1].Name : norm.Name, shape,
+                                    scale.Select(v => (float)v).ToArray(), shift.Select(v => (float)v).ToArray(), relu));
+                                if (relu)
+                                    i++;
+                                break;
+                            }
+                        case ReluLayer:
+                            steps.Add(new ReluStep(layer.Name, shape));
+                            break;
+                        case MaxPool2dLayer pool:
+                            steps.Add(new MaxPoolStep(layer.Name, shape, pool.KernelSize));
+                            break;
+                        case GlobalAvgPoolLayer:
+                            steps.Add(new GlobalAveragePoolStep(layer.Name, shape));
+                            break;
+                        default:
+                            // Residual blocks, soft shift attention layers: the network's own module.
+                            nn.Module<Tensor, Tensor> module = (nn.Module<Tensor, Tensor>)_children[layer.Name];
+                            steps.Add(new LibTorchStep(layer.Name, "libtorch " + layer.GetType().Name, shape, output, module.call));
+                            break;
+                    }
+                    shape = output;
+                }
+            }
+
+            /// <summary>A convolution or shift layer with a following batch norm folded in and ReLU and max pooling fused;
+            /// returns the index of the last layer taken.</summary>
+            private int AddKernelLayer(List<InferenceStep> steps, IReadOnlyList<LayerDefinition> layers, int index, int[] shape, out int[] output)
+            {
+                var layer = (KernelLayerDefinition)layers[index];
+                var names = new List<string> { layer.Name };
+                float[] weight = Values(layer.Name + ".weight");
+                double[] bias = layer.Bias ? Values(layer.Name + ".bias").Select(v => (double)v).ToArray() : new double[layer.OutChannels];
+                int next = index + 1;
+                if (next < layers.Count && layers[next] is BatchNorm2dLayer norm)
+                {
+                    var (scale, shift) = BatchNormAffine(norm.Name);
+                    int perOutput = weight.Length / layer.OutChannels;
+                    for (int o = 0; o < layer.OutChannels; o++)
+                    {
+                        for (int j = o * perOutput; j < (o + 1) * perOutput; j++)
+                            weight[j] = (float)(weight[j] * scale[o]);
+                        bias[o] = bias[o] * scale[o] + shift[o];
+                    }
+                    names.Add(norm.Name);
+                    next++;
+                }
+                bool relu = next < layers.Count && layers[next] is ReluLayer;
+                if (relu)
+                    names.Add(layers[next++].Name);
+                float[] folded = bias.Select(v => (float)v).ToArray();
+                int k = layer.KernelSize;
+
+                if (layer is Conv2dLayer conv)
+                {
+                    long total = weight.LongLength;
+                    long nonZero = weight.LongCount(w => w != 0);
+                    if (total > SmallLayerWeights && nonZero > SparseConvolutionDensity * total)
+                    {
+                        Tensor w = Owned(tensor(weight, new long[] { conv.OutChannels, conv.InChannels, k, k }));
+                        Tensor b = Owned(tensor(folded));
+                        long[] stride = { conv.Stride, conv.Stride }, padding = { conv.Padding, conv.Padding };
+                        output = conv.OutputShape(shape);
+                        steps.Add(new LibTorchStep(string.Join("+", names), "libtorch conv2d", shape, output, x =>
+                        {
+                            Tensor y = nn.functional.conv2d(x, w, b, stride, padding);
+                            return relu ? y.relu_() : y;
+                        }, w, b));
+                        return next - 1;
+                    }
+                }
+
+                int pool = 1;
+                if (next < layers.Count && layers[next] is MaxPool2dLayer maxPool)
+                {
+                    pool = maxPool.KernelSize;
+                    names.Add(maxPool.Name);
+                    next++;
+                }
+                IEnumerable<ConvolutionTerm> terms = layer switch
+                {
+                    Conv2dLayer => ConvolutionTerms(weight, layer.OutChannels, layer.InChannels, k),
+                    ShiftPointwiseConv2dLayer s => ShiftTerms(weight, s.OutChannels, s.InChannels, k, Values<byte>(s.Name + ".shift"), s.Shared),
+                    ShiftConv2dLayer s => ShiftTerms(weight, s.OutChannels, s.InChannels, k, ShiftConv2dLayer.GroupedShifts(s.InChannels, k), shared: true),
+                    _ => throw new InvalidOperationException($"Layer '{layer.Name}' has no compact kernel."),
+                };
+                var kernel = new CompactConvolution(layer.InChannels, shape[1], shape[2], layer.OutChannels, k, layer.Stride, layer.Padding, terms, folded, relu, pool);
+                string kind = layer is Conv2dLayer ? "sparse conv2d" : "shift-pointwise";
+                steps.Add(new CompactConvolutionStep(string.Join("+", names), kind, shape, kernel));
+                output = kernel.OutputShape;
+                return next - 1;
+            }
+
+            private int AddLinear(List<InferenceStep> steps, IReadOnlyList<LayerDefinition> layers, int index, LinearLayer linear)
+            {
+                float[] weight = Values(linear.Name + ".weight");
+                float[]? bias = linear.Bias ? Values(linear.Name + ".bias") : null;
+                bool relu = index + 1 < layers.Count && layers[index + 1] is ReluLayer;
+                string names = relu ? linear.Name + "+" + layers[index + 1].Name : linear.Name;
+                long nonZero = weight.LongCount(w => w != 0);
+                if (weight.LongLength <= SmallLayerWeights || nonZero <= SparseLinearDensity * weight.LongLength)
+                {
+                    steps.Add(new CompactLinearStep(names, new CompactLinear(weight, linear.InFeatures, linear.OutFeatures, bias, relu)));
+                }
+                else
+                {
+                    Tensor w = Owned(tensor(weight, new long[] { linear.OutFeatures, linear.InFeatures }));
+                    Tensor? b = bias is null ? null : Owned(tensor(bias));
+                    steps.Add(new LibTorchStep(names, "libtorch linear", new[] { linear.InFeatures }, new[] { linear.OutFeatures }, x =>
+                    {
+                        Tensor y = nn.functional.linear(x, w, b);
+                        return relu ? y.relu_() : y;
+                    }, b is null ? new[] { w } : new[] { w, b }));
+                }
+                return relu ? index + 1 : index;
+            }
+
+            private static IEnumerable<ConvolutionTerm> ConvolutionTerms(float[] weight, int outChannels, int inChannels, int k)
+            {
+                for (int o = 0; o < outChannels; o++)
+                    for (int i = 0; i < inChannels; i++)
+                        for (int ky = 0; ky < k; ky++)
+                            for (int kx = 0; kx < k; kx++)
+                                yield return new ConvolutionTerm(o, i, ky, kx, weight[((o * inChannels + i) * k + ky) * k + kx]);
+            }
+
+            private static IEnumerable<ConvolutionTerm> ShiftTerms(float[] weight, int outChannels, int inChannels, int k, byte[] shifts, bool shared)
+            {
+                for (int o = 0; o < outChannels; o++)
+                {
+                    for (int i = 0; i < inChannels; i++)
+                    {
+                        int tap = shifts[shared ? i : o * inChannels + i];
+                        yield return new ConvolutionTerm(o, i, tap / k, tap % k, weight[o * inChannels + i]);
+                    }
+                }
+            }
+
+            /// <summary>Batch norm in evaluation mode as <c>x · scale + shift</c> per channel, in double precision.</summary>
+            private (double[] Scale, double[] Shift) BatchNormAffine(string name)
+            {
+                float[] gamma = Values(name + ".weight"), beta = Values(name + ".bias");
+                float[] mean = Values(name + ".running_mean"), variance = Values(name + ".running_var");
+                var scale = new double[gamma.Length];
+                var shift = new double[gamma.Length];
+                for (int c = 0; c < gamma.Length; c++)
+                {
+                    scale[c] = gamma[c] / Math.Sqrt(variance[c] + NetworkModules.BatchNormEpsilon);
+                    shift[c] = beta[c] - mean[c] * scale[c];
+                }
+                return (scale, shift);
+            }
+
+            // A step's tensors live as long as the plan, whatever dispose scope the plan is compiled in.
+            private static Tensor Owned(Tensor tensor) => tensor.DetachFromDisposeScope();
+
+            private float[] Values(string name) => Values<float>(name);
+
+            private T[] Values<T>(string name) where T : unmanaged
+            {
+                if (!_state.TryGetValue(name, out Tensor? value))
+                    throw new InvalidOperationException($"The network has no tensor '{name}'.");
+                using var scope = NewDisposeScope();
+                return value.detach().cpu().contiguous().data<T>().ToArray();
+            }
+        }
+    }
+}

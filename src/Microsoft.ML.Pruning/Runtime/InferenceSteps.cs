@@ -1,0 +1,297 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Runtime.InteropServices;
+using Microsoft.ML.Pruning.Runtime.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Pruning.Runtime
+{
+    /// <summary>
+    /// One step of an <see cref="InferencePlan"/>: one layer, or a layer with the batch norm, ReLU and pooling that follow
+    /// it fused in. It reads a batch of activations [N, input shape] and writes [N, output shape]; both arrays are pinned.
+    /// </summary>
+    internal abstract unsafe class InferenceStep : IDisposable
+    {
+        protected InferenceStep(string layers, string kind, int[] inputShape, int[] outputShape)
+        {
+            Layers = layers;
+            Kind = kind;
+            InputShape = inputShape;
+            OutputShape = outputShape;
+            InputSize = inputShape.Aggregate(1, (a, b) => checked(a * b));
+            OutputSize = outputShape.Aggregate(1, (a, b) => checked(a * b));
+        }
+
+        /// <summary>The layers this step computes, e.g. <c>conv2+relu2+pool1</c>.</summary>
+        public string Layers { get; }
+
+        /// <summary>How it computes them, e.g. <c>shift-pointwise</c> or <c>libtorch conv2d</c>.</summary>
+        public string Kind { get; }
+
+        /// <summary>Whether the step runs on libtorch rather than on the managed kernels.</summary>
+        public virtual bool UsesLibTorch => false;
+
+        /// <summary>The activation shape per image it reads.</summary>
+        public int[] InputShape { get; }
+
+        /// <summary>The activation shape per image it writes.</summary>
+        public int[] OutputShape { get; }
+
+        /// <summary>Values per image read.</summary>
+        public int InputSize { get; }
+
+        /// <summary>Values per image written.</summary>
+        public int OutputSize { get; }
+
+        /// <summary>Computes <paramref name="batch"/> images; <paramref name="input"/> and <paramref name="output"/> are pinned.</summary>
+        public abstract void Run(float[] input, float[] output, int batch);
+
+        /// <inheritdoc/>
+        public virtual void Dispose()
+        {
+        }
+
+        /// <inheritdoc/>
+        public override string ToString() => $"{Layers}: {Kind} [{string.Join(",", InputShape)}] -> [{string.Join(",", OutputShape)}]";
+    }
+
+    /// <summary>Per-channel standardization <c>(x − mean) · (1 / std)</c>, as the normalize module computes it.</summary>
+    internal sealed unsafe class NormalizeStep : InferenceStep
+    {
+        private readonly float[] _mean;
+        private readonly float[] _inverseStd;
+
+        public NormalizeStep(string layers, int[] shape, float[] mean, float[] std) : base(layers, "normalize", shape, shape)
+        {
+            _mean = mean;
+            _inverseStd = std.Select(s => 1f / s).ToArray();
+        }
+
+        public override void Run(float[] input, float[] output, int batch)
+        {
+            int channels = _mean.Length, plane = InputSize / channels;
+            for (int n = 0; n < batch; n++)
+            {
+                for (int c = 0; c < channels; c++)
+                {
+                    int start = (n * channels + c) * plane;
+                    float mean = _mean[c], scale = _inverseStd[c];
+                    for (int i = start; i < start + plane; i++)
+                        output[i] = (input[i] - mean) * scale;
+                }
+            }
+        }
+    }
+
+    /// <summary>A convolution-like layer on <see cref="CompactConvolution"/> (shift + pointwise, pruned or small convolutions).</summary>
+    internal sealed unsafe class CompactConvolutionStep : InferenceStep
+    {
+        private readonly CompactConvolution _kernel;
+
+        public CompactConvolutionStep(string layers, string kind, int[] inputShape, CompactConvolution kernel)
+            : base(layers, kind, inputShape, kernel.OutputShape) => _kernel = kernel;
+
+        /// <summary>The kernel (for reports: its term count).</summary>
+        public CompactConvolution Kernel => _kernel;
+
+        public override void Run(float[] input, float[] output, int batch)
+        {
+            fixed (float* x = input)
+            fixed (float* y = output)
+                _kernel.Run(x, y, batch);
+        }
+    }
+
+    /// <summary>A fully connected layer on <see cref="CompactLinear"/>.</summary>
+    internal sealed unsafe class CompactLinearStep : InferenceStep
+    {
+        private readonly CompactLinear _kernel;
+
+        public CompactLinearStep(string layers, CompactLinear kernel)
+            : base(layers, "sparse linear", new[] { kernel.InFeatures }, new[] { kernel.OutFeatures }) => _kernel = kernel;
+
+        /// <summary>The kernel (for reports: its stored weights).</summary>
+        public CompactLinear Kernel => _kernel;
+
+        public override void Run(float[] input, float[] output, int batch)
+        {
+            fixed (float* x = input)
+            fixed (float* y = output)
+                _kernel.Run(x, y, batch);
+        }
+    }
+
+    /// <summary>ReLU on its own (when nothing before it could take it).</summary>
+    internal sealed class ReluStep : InferenceStep
+    {
+        public ReluStep(string layers, int[] shape) : base(layers, "relu", shape, shape)
+        {
+        }
+
+        public override void Run(float[] input, float[] output, int batch)
+        {
+            int count = batch * InputSize;
+            for (int i = 0; i < count; i++)
+                output[i] = input[i] < 0f ? 0f : input[i];
+        }
+    }
+
+    /// <summary>Per-channel <c>x · scale + shift</c>: a batch norm in evaluation mode that follows no foldable layer,
+    /// with an optional ReLU.</summary>
+    internal sealed class ChannelAffineStep : InferenceStep
+    {
+        private readonly float[] _scale;
+        private readonly float[] _shift;
+        private readonly bool _relu;
+
+        public ChannelAffineStep(string layers, int[] shape, float[] scale, float[] shift, bool relu)
+            : base(layers, relu ? "batchnorm+relu" : "batchnorm", shape, shape)
+        {
+            _scale = scale;
+            _shift = shift;
+            _relu = relu;
+        }
+
+        public override void Run(float[] input, float[] output, int batch)
+        {
+            int channels = _scale.Length, plane = InputSize / channels;
+            for (int n = 0; n < batch; n++)
+            {
+                for (int c = 0; c < channels; c++)
+                {
+                    int start = (n * channels + c) * plane;
+                    for (int i = start; i < start + plane; i++)
+                    {
+                        float value = input[i] * _scale[c] + _shift[c];
+                        output[i] = _relu && value < 0f ? 0f : value;
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Max pooling with a square window and an equal stride.</summary>
+    internal sealed class MaxPoolStep : InferenceStep
+    {
+        private readonly int _window;
+
+        public MaxPoolStep(string layers, int[] shape, int window)
+            : base(layers, "maxpool", shape, new[] { shape[0], shape[1] / window, shape[2] / window }) => _window = window;
+
+        public override void Run(float[] input, float[] output, int batch)
+        {
+            int channels = InputShape[0], height = InputShape[1], width = InputShape[2];
+            int outHeight = OutputShape[1], outWidth = OutputShape[2];
+            for (int plane = 0; plane < batch * channels; plane++)
+            {
+                int source = plane * height * width, destination = plane * outHeight * outWidth;
+                for (int y = 0; y < outHeight; y++)
+                {
+                    for (int x = 0; x < outWidth; x++)
+                    {
+                        float max = float.NegativeInfinity;
+                        for (int dy = 0; dy < _window; dy++)
+                        {
+                            for (int dx = 0; dx < _window; dx++)
+                                max = MathF.Max(max, input[source + (y * _window + dy) * width + x * _window + dx]);
+                        }
+                        output[destination + y * outWidth + x] = max;
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Global average pooling, [C, H, W] to [C].</summary>
+    internal sealed class GlobalAveragePoolStep : InferenceStep
+    {
+        public GlobalAveragePoolStep(string layers, int[] shape) : base(layers, "global average pool", shape, new[] { shape[0] })
+        {
+        }
+
+        public override void Run(float[] input, float[] output, int batch)
+        {
+            int plane = InputShape[1] * InputShape[2];
+            for (int p = 0; p < batch * InputShape[0]; p++)
+            {
+                float sum = 0;
+                for (int i = p * plane; i < (p + 1) * plane; i++)
+                    sum += input[i];
+                output[p] = sum / plane;
+            }
+        }
+    }
+
+    /// <summary>
+    /// A layer left to libtorch (dense convolutions and fully connected layers, whose libtorch kernels are as fast as
+    /// anything here, and layers the managed kernels do not cover), reading the pinned activations without a copy.
+    /// </summary>
+    internal sealed class LibTorchStep : InferenceStep
+    {
+        private readonly Func<Tensor, Tensor> _forward;
+        private readonly Tensor[] _owned;
+
+        /// <param name="layers">The layers it computes.</param>
+        /// <param name="kind">What it runs.</param>
+        /// <param name="inputShape">Input shape per image.</param>
+        /// <param name="outputShape">Output shape per image.</param>
+        /// <param name="forward">The computation, on a tensor [N, input shape].</param>
+        /// <param name="owned">Tensors the computation uses and this step disposes.</param>
+        public LibTorchStep(string layers, string kind, int[] inputShape, int[] outputShape, Func<Tensor, Tensor> forward, params Tensor[] owned)
+            : base(layers, kind, inputShape, outputShape)
+        {
+            _forward = forward;
+            _owned = owned;
+        }
+
+        public override bool UsesLibTorch => true;
+
+        public override void Run(float[] input, float[] output, int batch)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            long[] shape = new[] { (long)batch }.Concat(InputShape.Select(d => (long)d)).ToArray();
+            Tensor x = frombuffer(input, ScalarType.Float32, (long)batch * InputSize, 0, false).view(shape);
+            Tensor y = _forward(x).contiguous();
+            long expected = (long)batch * OutputSize;
+            if (y.numel() != expected)
+                throw new InvalidOperationException($"Step '{Layers}' produced {y.numel()} values; {expected} were expected.");
+            MemoryMarshal.Cast<byte, float>(y.bytes).CopyTo(output.AsSpan(0, (int)expected));
+        }
+
+        public override void Dispose()
+        {
+            foreach (Tensor tensor in _owned)
+                tensor.Dispose();
+        }
+    }
+
+    /// <summary>The row-wise softmax that turns logits into probabilities.</summary>
+    internal static class Softmax
+    {
+        public static void Rows(ReadOnlySpan<float> logits, Span<float> probabilities, int classes)
+        {
+            for (int row = 0; row < logits.Length / classes; row++)
+            {
+                ReadOnlySpan<float> x = logits.Slice(row * classes, classes);
+                Span<float> p = probabilities.Slice(row * classes, classes);
+                float max = float.NegativeInfinity;
+                foreach (float value in x)
+                    max = MathF.Max(max, value);
+                float sum = 0;
+                for (int i = 0; i < classes; i++)
+                {
+                    p[i] = MathF.Exp(x[i] - max);
+                    sum += p[i];
+                }
+                float inverse = 1f / sum;
+                for (int i = 0; i < classes; i++)
+                    p[i] *= inverse;
+            }
+        }
+    }
+}

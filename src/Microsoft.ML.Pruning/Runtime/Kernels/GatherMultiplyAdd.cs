@@ -1,0 +1,113 @@
+// Licensed under the MIT license.
+
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Microsoft.ML.Pruning.Runtime.Kernels
+{
+    /// <summary>
+    /// The inner loop of every compact layer: <c>out[j] = Σ_t w_t · in[offset_t + j]</c> for a block of
+    /// <see cref="BlockLength"/> consecutive <c>j</c>. Each term reads a window of the input at its own offset, so the same
+    /// loop computes a shift + pointwise layer (one term per channel pair, the offset encoding the shift), a pruned or
+    /// small convolution (one term per kept weight and tap) and a sparse fully connected layer (one term per kept weight,
+    /// over a block of images laid out as rows of the transposed input).
+    /// </summary>
+    /// <remarks>
+    /// The block is held in vector registers for the whole term loop, so each term costs one broadcast and
+    /// <see cref="BlockLength"/>/8 unaligned loads and fused multiply-adds, and nothing is stored until the end; windows of
+    /// neighbouring terms and outputs overlap, so the loads hit the L1 cache. Callers guarantee that every window lies
+    /// inside the input buffer.
+    /// </remarks>
+    internal static unsafe class GatherMultiplyAdd
+    {
+        /// <summary>The number of consecutive outputs one call computes.</summary>
+        public const int BlockLength = 64;
+
+        /// <summary>Computes <c>output[0..64) = Σ_t weights[t] · input[offsets[t] .. offsets[t] + 64)</c>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public static void Block(float* input, int* offsets, float* weights, int count, float* output)
+        {
+            if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+                Block512(input, offsets, weights, count, output);
+            else if (Fma.IsSupported)
+                BlockFma(input, offsets, weights, count, output);
+            else
+                BlockPortable(input, offsets, weights, count, output);
+        }
+
+        private static void Block512(float* input, int* offsets, float* weights, int count, float* output)
+        {
+            Vector512<float> a0 = Vector512<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+            for (int t = 0; t < count; t++)
+            {
+                float* p = input + offsets[t];
+                Vector512<float> w = Vector512.Create(weights[t]);
+                a0 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p), w, a0);
+                a1 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p + 16), w, a1);
+                a2 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p + 32), w, a2);
+                a3 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p + 48), w, a3);
+            }
+            Avx512F.Store(output, a0);
+            Avx512F.Store(output + 16, a1);
+            Avx512F.Store(output + 32, a2);
+            Avx512F.Store(output + 48, a3);
+        }
+
+        private static void BlockFma(float* input, int* offsets, float* weights, int count, float* output)
+        {
+            Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int t = 0; t < count; t++)
+            {
+                float* p = input + offsets[t];
+                Vector256<float> w = Vector256.Create(weights[t]);
+                a0 = Fma.MultiplyAdd(Avx.LoadVector256(p), w, a0);
+                a1 = Fma.MultiplyAdd(Avx.LoadVector256(p + 8), w, a1);
+                a2 = Fma.MultiplyAdd(Avx.LoadVector256(p + 16), w, a2);
+                a3 = Fma.MultiplyAdd(Avx.LoadVector256(p + 24), w, a3);
+                a4 = Fma.MultiplyAdd(Avx.LoadVector256(p + 32), w, a4);
+                a5 = Fma.MultiplyAdd(Avx.LoadVector256(p + 40), w, a5);
+                a6 = Fma.MultiplyAdd(Avx.LoadVector256(p + 48), w, a6);
+                a7 = Fma.MultiplyAdd(Avx.LoadVector256(p + 56), w, a7);
+            }
+            Avx.Store(output, a0);
+            Avx.Store(output + 8, a1);
+            Avx.Store(output + 16, a2);
+            Avx.Store(output + 24, a3);
+            Avx.Store(output + 32, a4);
+            Avx.Store(output + 40, a5);
+            Avx.Store(output + 48, a6);
+            Avx.Store(output + 56, a7);
+        }
+
+        private static void BlockPortable(float* input, int* offsets, float* weights, int count, float* output)
+        {
+            for (int j = 0; j < BlockLength; j += Vector128<float>.Count)
+            {
+                Vector128<float> sum = Vector128<float>.Zero;
+                for (int t = 0; t < count; t++)
+                    sum += Vector128.Load(input + offsets[t] + j) * Vector128.Create(weights[t]);
+                sum.Store(output + j);
+            }
+        }
+
+        /// <summary>One dot product of a sparse row with a dense vector: <c>Σ_t weights[t] · input[indices[t]]</c>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public static float SparseDot(float* input, int* indices, float* weights, int count)
+        {
+            // Four independent sums keep four loads in flight; the gather has no vector form that is faster here.
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            int t = 0;
+            for (; t + 4 <= count; t += 4)
+            {
+                s0 += weights[t] * input[indices[t]];
+                s1 += weights[t + 1] * input[indices[t + 1]];
+                s2 += weights[t + 2] * input[indices[t + 2]];
+                s3 += weights[t + 3] * input[indices[t + 3]];
+            }
+            for (; t < count; t++)
+                s0 += weights[t] * input[indices[t]];
+            return (s0 + s1) + (s2 + s3);
+        }
+    }
+}
