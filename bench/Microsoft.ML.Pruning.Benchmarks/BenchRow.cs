@@ -35,6 +35,9 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("speedup_b256")] public double? SpeedupB256 { get; set; }
         [JsonPropertyName("converted_params_ratio")] public double? ConvertedParamsRatio { get; set; }
         [JsonPropertyName("converted_macs_ratio")] public double? ConvertedMacsRatio { get; set; }
+        [JsonPropertyName("layer")] public string? Layer { get; set; }
+        [JsonPropertyName("reference_latency_b1_ms")] public double? ReferenceLatencyB1Ms { get; set; }
+        [JsonPropertyName("reference_throughput_b256")] public double? ReferenceThroughputB256 { get; set; }
     }
 
     internal static class BenchOutput
@@ -58,7 +61,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
             if (File.Exists(path))
             {
                 var previous = JsonSerializer.Deserialize<List<BenchRow>>(File.ReadAllText(path), s_json) ?? new List<BenchRow>();
-                merged.AddRange(previous.Where(p => !rows.Any(r => r.Model == p.Model && r.Method == p.Method && r.Epochs == p.Epochs && r.Quick == p.Quick)));
+                merged.AddRange(previous.Where(p => !rows.Any(r => r.Model == p.Model && r.Method == p.Method && r.Layer == p.Layer && r.Epochs == p.Epochs && r.Quick == p.Quick)));
             }
             merged.AddRange(rows);
             File.WriteAllText(path, JsonSerializer.Serialize(merged, s_json));

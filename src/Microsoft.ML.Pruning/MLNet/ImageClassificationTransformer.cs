@@ -33,7 +33,7 @@ namespace Microsoft.ML.Pruning.MLNet
     /// <c>PredictedLabel</c>, a key with the training label's values, so <c>Evaluate</c>, <c>PredictionEngine</c>
     /// and <c>MapKeyToValue</c> work on it as on any ML.NET multiclass model.
     /// </remarks>
-    public sealed class ImageClassificationTransformer : RowToRowTransformerBase, IDisposable
+    public sealed class ImageClassificationTransformer : RowToRowTransformerBase, ITransformer, IDisposable
     {
         internal const string LoaderSignature = "PruneImageClassifier";
         internal const string UserName = "Pruning Image Classifier";
@@ -82,6 +82,50 @@ namespace Microsoft.ML.Pruning.MLNet
 
         /// <summary>Parameters, non-zero parameters and multiply-accumulates per layer and in total.</summary>
         public ModelSummary GetSummary() => ModelSummary.Create(Network);
+
+        /// <summary>
+        /// Scores <paramref name="input"/>: adds the <c>PredictedLabel</c> and <c>Score</c> columns. Cursors over the result
+        /// score the images in blocks of 256 (a shuffled cursor, one at a time); a <c>PredictionEngine</c> scores one image
+        /// per call.
+        /// </summary>
+        /// <exception cref="ArgumentException">The input has no suitable feature column.</exception>
+        public new IDataView Transform(IDataView input)
+        {
+            ArgumentNullException.ThrowIfNull(input);
+            return new BlockScoringDataView(this, input, base.Transform(input));
+        }
+
+        IDataView ITransformer.Transform(IDataView input) => Transform(input);
+
+        /// <summary>Copies one row's image into <paramref name="destination"/>, checking its length and values.</summary>
+        /// <exception cref="InvalidOperationException">The row has another number of values than the model's images, or a
+        /// non-finite value.</exception>
+        internal static void CopyImage(in VBuffer<float> image, Span<float> destination, long position, ImageClassificationTransformer owner)
+        {
+            if (image.Length != destination.Length)
+            {
+                throw new InvalidOperationException(
+                    $"Row {position}: feature column '{owner.FeatureColumnName}' has {image.Length} values; the model expects {destination.Length} ({owner.Network.Definition.Input} images).");
+            }
+            image.CopyTo(destination);
+            foreach (float value in destination)
+            {
+                if (!float.IsFinite(value))
+                    throw new InvalidOperationException($"Row {position}: feature column '{owner.FeatureColumnName}' has a non-finite value ({value}).");
+            }
+        }
+
+        /// <summary>The index of the largest score (the first of equal ones).</summary>
+        internal static int ArgMax(ReadOnlySpan<float> scores)
+        {
+            int best = 0;
+            for (int i = 1; i < scores.Length; i++)
+            {
+                if (scores[i] > scores[best])
+                    best = i;
+            }
+            return best;
+        }
 
         /// <inheritdoc/>
         public void Dispose()
@@ -239,7 +283,8 @@ namespace Microsoft.ML.Pruning.MLNet
         /// <inheritdoc/>
         protected override IRowMapper MakeRowMapper(DataViewSchema schema) => new Mapper(this, schema);
 
-        /// <summary>Scores one row per forward pass; the two output getters of a row share that pass.</summary>
+        /// <summary>Scores one row per forward pass (a <c>PredictionEngine</c>, a shuffled cursor); the two output getters
+        /// of a row share that pass.</summary>
         private sealed class Mapper : MapperBase
         {
             private readonly ImageClassificationTransformer _owner;
@@ -363,26 +408,11 @@ namespace Microsoft.ML.Pruning.MLNet
                 if (position != _position)
                 {
                     _features(ref _buffer);
-                    if (_buffer.Length != _input.Length)
-                    {
-                        throw new InvalidOperationException(
-                            $"Row {position}: feature column '{_owner.FeatureColumnName}' has {_buffer.Length} values; the model expects {_input.Length} ({_owner.Network.Definition.Input} images).");
-                    }
-                    _buffer.CopyTo(_input);
-                    foreach (float value in _input)
-                    {
-                        if (!float.IsFinite(value))
-                            throw new InvalidOperationException($"Row {position}: feature column '{_owner.FeatureColumnName}' has a non-finite value ({value}).");
-                    }
+                    CopyImage(_buffer, _input, position, _owner);
                     if (_scores.Length == 0)
                         _scores = new float[_owner.Network.Definition.Classes];
                     _owner.Network.Predict(_input, _scores);
-                    _best = 0;
-                    for (int i = 1; i < _scores.Length; i++)
-                    {
-                        if (_scores[i] > _scores[_best])
-                            _best = i;
-                    }
+                    _best = ArgMax(_scores);
                     _position = position;
                 }
                 best = _best;

@@ -1,9 +1,11 @@
 // Licensed under the MIT license.
 
 using System;
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Linq;
+using System.Threading.Tasks;
 using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Runtime.Kernels;
 using TorchSharp;
@@ -75,6 +77,12 @@ namespace Microsoft.ML.Pruning.Runtime
 
         /// <summary>Class probabilities of the images in <paramref name="images"/> (C·H·W values each) into
         /// <paramref name="probabilities"/> (one row of classes per image); the lengths are the caller's to check.</summary>
+        /// <remarks>
+        /// Consecutive steps that can run image by image form a segment: with several images, each core takes its share of
+        /// the images through the whole segment, one image at a time, so that the activations between those layers stay
+        /// in the core's cache instead of going through memory for the whole batch. A single image runs layer by layer,
+        /// each layer split between the cores.
+        /// </remarks>
         public void Predict(ReadOnlySpan<float> images, Span<float> probabilities)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
@@ -91,10 +99,21 @@ namespace Microsoft.ML.Pruning.Runtime
                     int n = Math.Min(pass, count - start);
                     images.Slice(start * size, n * size).CopyTo(first);
                     float[] current = first, next = second;
-                    foreach (InferenceStep step in Steps)
+                    for (int s = 0; s < Steps.Count;)
                     {
-                        step.Run(current, next, n);
+                        int end = s + 1;
+                        if (n > 1)
+                        {
+                            while (end <= Steps.Count && Steps[end - 1].RunsPerImage)
+                                end++;
+                            end = Math.Max(s + 1, end - 1);
+                        }
+                        if (end - s > 1)
+                            RunSegment(s, end, current, next, n);
+                        else
+                            Steps[s].Run(current, next, n);
                         (current, next) = (next, current);
+                        s = end;
                     }
                     Softmax.Rows(current.AsSpan(0, n * classes), probabilities.Slice(start * classes, n * classes), classes);
                 }
@@ -103,6 +122,50 @@ namespace Microsoft.ML.Pruning.Runtime
             {
                 Return(first);
                 Return(second);
+            }
+        }
+
+        /// <summary>Runs steps [first, end) image by image, the images shared between the cores.</summary>
+        private unsafe void RunSegment(int firstStep, int endStep, float[] input, float[] output, int images)
+        {
+            int scratchSize = 0;
+            for (int s = firstStep; s < endStep - 1; s++)
+                scratchSize = Math.Max(scratchSize, Steps[s].OutputSize);
+            int inputSize = Steps[firstStep].InputSize, outputSize = Steps[endStep - 1].OutputSize;
+            int workers = Math.Min(images, Environment.ProcessorCount), share = (images + workers - 1) / workers;
+            fixed (float* inputPointer = input)
+            fixed (float* outputPointer = output)
+            {
+                nint inputAddress = (nint)inputPointer, outputAddress = (nint)outputPointer;
+                Parallel.For(0, workers, new ParallelOptions { MaxDegreeOfParallelism = workers }, worker =>
+                {
+                    float[] a = ArrayPool<float>.Shared.Rent(scratchSize), b = ArrayPool<float>.Shared.Rent(scratchSize);
+                    try
+                    {
+                        fixed (float* pa = a)
+                        fixed (float* pb = b)
+                        {
+                            for (int image = worker * share; image < Math.Min(images, (worker + 1) * share); image++)
+                            {
+                                float* source = (float*)inputAddress + (long)image * inputSize;
+                                float* target = pa;
+                                for (int s = firstStep; s < endStep; s++)
+                                {
+                                    if (s == endStep - 1)
+                                        target = (float*)outputAddress + (long)image * outputSize;
+                                    Steps[s].RunImage(source, target);
+                                    source = target;
+                                    target = target == pa ? pb : pa;
+                                }
+                            }
+                        }
+                    }
+                    finally
+                    {
+                        ArrayPool<float>.Shared.Return(a);
+                        ArrayPool<float>.Shared.Return(b);
+                    }
+                });
             }
         }
 
@@ -235,8 +298,8 @@ namespace Microsoft.ML.Pruning.Runtime
                     long nonZero = weight.LongCount(w => w != 0);
                     if (total > SmallLayerWeights && nonZero > SparseConvolutionDensity * total)
                     {
-                        Tensor w = Owned(tensor(weight, new long[] { conv.OutChannels, conv.InChannels, k, k }));
-                        Tensor b = Owned(tensor(folded));
+                        Tensor w = Owned(weight, conv.OutChannels, conv.InChannels, k, k);
+                        Tensor b = Owned(folded);
                         long[] stride = { conv.Stride, conv.Stride }, padding = { conv.Padding, conv.Padding };
                         output = conv.OutputShape(shape);
                         steps.Add(new LibTorchStep(string.Join("+", names), "libtorch conv2d", shape, output, x =>
@@ -282,8 +345,8 @@ namespace Microsoft.ML.Pruning.Runtime
                 }
                 else
                 {
-                    Tensor w = Owned(tensor(weight, new long[] { linear.OutFeatures, linear.InFeatures }));
-                    Tensor? b = bias is null ? null : Owned(tensor(bias));
+                    Tensor w = Owned(weight, linear.OutFeatures, linear.InFeatures);
+                    Tensor? b = bias is null ? null : Owned(bias);
                     steps.Add(new LibTorchStep(names, "libtorch linear", new[] { linear.InFeatures }, new[] { linear.OutFeatures }, x =>
                     {
                         Tensor y = nn.functional.linear(x, w, b);
@@ -329,8 +392,17 @@ namespace Microsoft.ML.Pruning.Runtime
                 return (scale, shift);
             }
 
-            // A step's tensors live as long as the plan, whatever dispose scope the plan is compiled in.
-            private static Tensor Owned(Tensor tensor) => tensor.DetachFromDisposeScope();
+            /// <summary>
+            /// A copy of <paramref name="values"/> in libtorch's own memory, owned by the step that uses it: it lives as long
+            /// as the plan, whatever dispose scope the plan is compiled in. libtorch's matrix kernels choose their code path
+            /// by the data's alignment, and a tensor over a managed array has whatever alignment the array got; the copy is
+            /// 64-byte aligned, so that every compilation of the same weights scores the same, bit for bit.
+            /// </summary>
+            private static Tensor Owned(float[] values, params long[] shape)
+            {
+                using Tensor wrapped = tensor(values, shape.Length == 0 ? new long[] { values.Length } : shape);
+                return wrapped.clone().DetachFromDisposeScope();
+            }
 
             private float[] Values(string name) => Values<float>(name);
 

@@ -50,6 +50,14 @@ namespace Microsoft.ML.Pruning.Runtime
         /// <summary>Computes <paramref name="batch"/> images; <paramref name="input"/> and <paramref name="output"/> are pinned.</summary>
         public abstract void Run(float[] input, float[] output, int batch);
 
+        /// <summary>Whether <see cref="RunImage"/> computes one image on the calling thread, so that a run of such steps
+        /// can take each image through all of them while its activations are still in the core's cache.</summary>
+        public virtual bool RunsPerImage => false;
+
+        /// <summary>Computes one image on the calling thread (only when <see cref="RunsPerImage"/>).</summary>
+        public virtual void RunImage(float* input, float* output)
+            => throw new NotSupportedException($"Step '{Layers}' runs on whole batches only.");
+
         /// <inheritdoc/>
         public virtual void Dispose()
         {
@@ -71,18 +79,26 @@ namespace Microsoft.ML.Pruning.Runtime
             _inverseStd = std.Select(s => 1f / s).ToArray();
         }
 
+        public override bool RunsPerImage => true;
+
         public override void Run(float[] input, float[] output, int batch)
         {
-            int channels = _mean.Length, plane = InputSize / channels;
-            for (int n = 0; n < batch; n++)
+            fixed (float* x = input)
+            fixed (float* y = output)
             {
-                for (int c = 0; c < channels; c++)
-                {
-                    int start = (n * channels + c) * plane;
-                    float mean = _mean[c], scale = _inverseStd[c];
-                    for (int i = start; i < start + plane; i++)
-                        output[i] = (input[i] - mean) * scale;
-                }
+                for (int n = 0; n < batch; n++)
+                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
+            }
+        }
+
+        public override void RunImage(float* input, float* output)
+        {
+            int channels = _mean.Length, plane = InputSize / channels;
+            for (int c = 0; c < channels; c++)
+            {
+                float mean = _mean[c], scale = _inverseStd[c];
+                for (int i = c * plane; i < (c + 1) * plane; i++)
+                    output[i] = (input[i] - mean) * scale;
             }
         }
     }
@@ -98,12 +114,16 @@ namespace Microsoft.ML.Pruning.Runtime
         /// <summary>The kernel (for reports: its term count).</summary>
         public CompactConvolution Kernel => _kernel;
 
+        public override bool RunsPerImage => true;
+
         public override void Run(float[] input, float[] output, int batch)
         {
             fixed (float* x = input)
             fixed (float* y = output)
                 _kernel.Run(x, y, batch);
         }
+
+        public override void RunImage(float* input, float* output) => _kernel.RunImage(input, output);
     }
 
     /// <summary>A fully connected layer on <see cref="CompactLinear"/>.</summary>
@@ -126,23 +146,34 @@ namespace Microsoft.ML.Pruning.Runtime
     }
 
     /// <summary>ReLU on its own (when nothing before it could take it).</summary>
-    internal sealed class ReluStep : InferenceStep
+    internal sealed unsafe class ReluStep : InferenceStep
     {
         public ReluStep(string layers, int[] shape) : base(layers, "relu", shape, shape)
         {
         }
 
+        public override bool RunsPerImage => true;
+
         public override void Run(float[] input, float[] output, int batch)
         {
-            int count = batch * InputSize;
-            for (int i = 0; i < count; i++)
+            fixed (float* x = input)
+            fixed (float* y = output)
+            {
+                for (int n = 0; n < batch; n++)
+                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
+            }
+        }
+
+        public override void RunImage(float* input, float* output)
+        {
+            for (int i = 0; i < InputSize; i++)
                 output[i] = input[i] < 0f ? 0f : input[i];
         }
     }
 
     /// <summary>Per-channel <c>x · scale + shift</c>: a batch norm in evaluation mode that follows no foldable layer,
     /// with an optional ReLU.</summary>
-    internal sealed class ChannelAffineStep : InferenceStep
+    internal sealed unsafe class ChannelAffineStep : InferenceStep
     {
         private readonly float[] _scale;
         private readonly float[] _shift;
@@ -156,37 +187,57 @@ namespace Microsoft.ML.Pruning.Runtime
             _relu = relu;
         }
 
+        public override bool RunsPerImage => true;
+
         public override void Run(float[] input, float[] output, int batch)
         {
-            int channels = _scale.Length, plane = InputSize / channels;
-            for (int n = 0; n < batch; n++)
+            fixed (float* x = input)
+            fixed (float* y = output)
             {
-                for (int c = 0; c < channels; c++)
+                for (int n = 0; n < batch; n++)
+                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
+            }
+        }
+
+        public override void RunImage(float* input, float* output)
+        {
+            int channels = _scale.Length, plane = InputSize / channels;
+            for (int c = 0; c < channels; c++)
+            {
+                for (int i = c * plane; i < (c + 1) * plane; i++)
                 {
-                    int start = (n * channels + c) * plane;
-                    for (int i = start; i < start + plane; i++)
-                    {
-                        float value = input[i] * _scale[c] + _shift[c];
-                        output[i] = _relu && value < 0f ? 0f : value;
-                    }
+                    float value = input[i] * _scale[c] + _shift[c];
+                    output[i] = _relu && value < 0f ? 0f : value;
                 }
             }
         }
     }
 
     /// <summary>Max pooling with a square window and an equal stride.</summary>
-    internal sealed class MaxPoolStep : InferenceStep
+    internal sealed unsafe class MaxPoolStep : InferenceStep
     {
         private readonly int _window;
 
         public MaxPoolStep(string layers, int[] shape, int window)
             : base(layers, "maxpool", shape, new[] { shape[0], shape[1] / window, shape[2] / window }) => _window = window;
 
+        public override bool RunsPerImage => true;
+
         public override void Run(float[] input, float[] output, int batch)
+        {
+            fixed (float* x = input)
+            fixed (float* y = output)
+            {
+                for (int n = 0; n < batch; n++)
+                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
+            }
+        }
+
+        public override void RunImage(float* input, float* output)
         {
             int channels = InputShape[0], height = InputShape[1], width = InputShape[2];
             int outHeight = OutputShape[1], outWidth = OutputShape[2];
-            for (int plane = 0; plane < batch * channels; plane++)
+            for (int plane = 0; plane < channels; plane++)
             {
                 int source = plane * height * width, destination = plane * outHeight * outWidth;
                 for (int y = 0; y < outHeight; y++)
@@ -207,16 +258,28 @@ namespace Microsoft.ML.Pruning.Runtime
     }
 
     /// <summary>Global average pooling, [C, H, W] to [C].</summary>
-    internal sealed class GlobalAveragePoolStep : InferenceStep
+    internal sealed unsafe class GlobalAveragePoolStep : InferenceStep
     {
         public GlobalAveragePoolStep(string layers, int[] shape) : base(layers, "global average pool", shape, new[] { shape[0] })
         {
         }
 
+        public override bool RunsPerImage => true;
+
         public override void Run(float[] input, float[] output, int batch)
         {
+            fixed (float* x = input)
+            fixed (float* y = output)
+            {
+                for (int n = 0; n < batch; n++)
+                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
+            }
+        }
+
+        public override void RunImage(float* input, float* output)
+        {
             int plane = InputShape[1] * InputShape[2];
-            for (int p = 0; p < batch * InputShape[0]; p++)
+            for (int p = 0; p < InputShape[0]; p++)
             {
                 float sum = 0;
                 for (int i = p * plane; i < (p + 1) * plane; i++)
@@ -232,6 +295,8 @@ namespace Microsoft.ML.Pruning.Runtime
     /// </summary>
     internal sealed class LibTorchStep : InferenceStep
     {
+        private const int LibTorchAlignment = 64;
+
         private readonly Func<Tensor, Tensor> _forward;
         private readonly Tensor[] _owned;
 
@@ -256,11 +321,22 @@ namespace Microsoft.ML.Pruning.Runtime
             using var noGrad = no_grad();
             long[] shape = new[] { (long)batch }.Concat(InputShape.Select(d => (long)d)).ToArray();
             Tensor x = frombuffer(input, ScalarType.Float32, (long)batch * InputSize, 0, false).view(shape);
+            // libtorch's matrix kernels choose their code path by the data's alignment, so the same input at another
+            // address can differ in the last bit; a copy into libtorch's own 64-byte aligned memory keeps scores the same
+            // from call to call and from process to process.
+            if (!IsAligned(input))
+                x = x.clone();
             Tensor y = _forward(x).contiguous();
             long expected = (long)batch * OutputSize;
             if (y.numel() != expected)
                 throw new InvalidOperationException($"Step '{Layers}' produced {y.numel()} values; {expected} were expected.");
             MemoryMarshal.Cast<byte, float>(y.bytes).CopyTo(output.AsSpan(0, (int)expected));
+        }
+
+        private static unsafe bool IsAligned(float[] values)
+        {
+            fixed (float* pointer = values)
+                return ((nint)pointer & (LibTorchAlignment - 1)) == 0;
         }
 
         public override void Dispose()

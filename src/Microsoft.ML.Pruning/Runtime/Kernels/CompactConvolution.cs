@@ -40,6 +40,7 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
         private readonly float[] _weights;
         private readonly float[] _bias;
         private readonly bool _relu;
+        private readonly bool _uniform;
 
         /// <param name="inChannels">Input channels.</param>
         /// <param name="height">Input height.</param>
@@ -86,20 +87,43 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
             {
                 if ((uint)term.Output >= outChannels || (uint)term.Input >= inChannels || (uint)term.KernelY >= kernelSize || (uint)term.KernelX >= kernelSize)
                     throw new ArgumentOutOfRangeException(nameof(terms), $"Term {term} lies outside a {outChannels}x{inChannels}x{kernelSize}x{kernelSize} kernel.");
-                if (term.Weight == 0)
-                    continue;
                 int phase = (term.KernelY % stride) * stride + term.KernelX % stride;
                 int offset = (term.Input * stride * stride + phase) * _planeLength + term.KernelY / stride * _phaseWidth + term.KernelX / stride;
                 byOutput[term.Output].Add((offset, term.Weight));
                 maxOffset = Math.Max(maxOffset, offset);
             }
-            _termStart = new int[outChannels + 1];
-            for (int o = 0; o < outChannels; o++)
-                _termStart[o + 1] = _termStart[o] + byOutput[o].Count;
             // In offset order, so consecutive terms read neighbouring memory.
-            var ordered = byOutput.SelectMany(list => list.OrderBy(t => t.Offset)).ToArray();
-            _offsets = ordered.Select(t => t.Offset).ToArray();
-            _weights = ordered.Select(t => t.Weight).ToArray();
+            for (int o = 0; o < outChannels; o++)
+                byOutput[o].Sort((a, b) => a.Offset.CompareTo(b.Offset));
+
+            // A dense or shared-shift layer reads the same windows for every output: groups of four outputs then share
+            // each load. Pruned layers keep only their non-zero terms, output by output.
+            long zeros = byOutput.Sum(list => list.Count(t => t.Weight == 0)), all = byOutput.Sum(list => (long)list.Count);
+            _uniform = outChannels >= 4 && zeros <= all / 4
+                && byOutput.All(list => list.Count == byOutput[0].Count && list.Select(t => t.Offset).SequenceEqual(byOutput[0].Select(t => t.Offset)));
+            if (_uniform)
+            {
+                int count = byOutput[0].Count, groups = (outChannels + 3) / 4;
+                _offsets = byOutput[0].Select(t => t.Offset).ToArray();
+                _weights = new float[groups * count * 4];
+                for (int o = 0; o < outChannels; o++)
+                {
+                    for (int t = 0; t < count; t++)
+                        _weights[((o / 4) * count + t) * 4 + o % 4] = byOutput[o][t].Weight;
+                }
+                _termStart = Array.Empty<int>();
+                Terms = count * outChannels;
+            }
+            else
+            {
+                _termStart = new int[outChannels + 1];
+                var kept = byOutput.Select(list => list.Where(t => t.Weight != 0).ToArray()).ToArray();
+                for (int o = 0; o < outChannels; o++)
+                    _termStart[o + 1] = _termStart[o] + kept[o].Length;
+                _offsets = kept.SelectMany(list => list.Select(t => t.Offset)).ToArray();
+                _weights = kept.SelectMany(list => list.Select(t => t.Weight)).ToArray();
+                Terms = _weights.Length;
+            }
             _bias = bias ?? new float[outChannels];
             if (_bias.Length != outChannels)
                 throw new ArgumentException($"Expected {outChannels} bias values, got {_bias.Length}.", nameof(bias));
@@ -116,13 +140,20 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
         /// <summary>The output shape per image, [out, H', W'].</summary>
         public int[] OutputShape => new[] { _outChannels, _resultHeight, _resultWidth };
 
-        /// <summary>Non-zero weights: the multiply-accumulates per output pixel, summed over outputs.</summary>
-        public int Terms => _weights.Length;
+        /// <summary>Weights multiplied per output pixel, summed over outputs: the non-zero ones, or all of them when
+        /// groups of outputs share their loads (<see cref="SharesLoads"/>).</summary>
+        public int Terms { get; }
+
+        /// <summary>Whether every output reads the same windows, so that groups of four outputs share each load.</summary>
+        public bool SharesLoads => _uniform;
+
+        /// <summary>Multiply-accumulates per image: every term once per output pixel.</summary>
+        public long MultiplyAccumulates => (long)Terms * _outHeight * _outWidth;
 
         /// <summary>Computes <paramref name="batch"/> images from <paramref name="input"/> into <paramref name="output"/>.</summary>
         public void Run(float* input, float* output, int batch)
         {
-            long work = (long)batch * _weights.Length * _gridLength;
+            long work = (long)batch * Terms * _gridLength;
             int threads = work < ParallelWork ? 1 : Math.Min(Environment.ProcessorCount, Math.Max(batch, 2));
             nint inputAddress = (nint)input, outputAddress = (nint)output;
             if (threads == 1)
@@ -147,7 +178,8 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
                         {
                             FillPadded((float*)inputAddress + (long)n * InputSize, paddedPointer);
                             nint paddedAddress = (nint)paddedPointer, imageOutput = outputAddress + (nint)((long)n * OutputSize * sizeof(float));
-                            int chunk = (_outChannels + threads - 1) / threads;
+                            // Whole groups of four, so that no group is split between cores.
+                            int chunk = ((_outChannels + threads - 1) / threads + 3) / 4 * 4;
                             Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, part =>
                             {
                                 int first = part * chunk, end = Math.Min(_outChannels, first + chunk);
@@ -163,6 +195,9 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
                 }
             }
         }
+
+        /// <summary>Computes one image on the calling thread.</summary>
+        public void RunImage(float* image, float* result) => RunImage(image, result, 0, _outChannels);
 
         private void RunImage(float* image, float* result, int firstOutput, int endOutput)
         {
@@ -181,11 +216,12 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
             }
         }
 
-        /// <summary>Computes output channels [first, end) of one image from its padded buffer.</summary>
+        /// <summary>Computes output channels [first, end) of one image from its padded buffer (first a multiple of four
+        /// when outputs share loads).</summary>
         private void Compute(float* padded, float* result, int firstOutput, int endOutput)
         {
             int count = endOutput - firstOutput;
-            float[] grid = ArrayPool<float>.Shared.Rent(count * _gridLength);
+            float[] grid = ArrayPool<float>.Shared.Rent((count + 3) / 4 * 4 * _gridLength);
             try
             {
                 fixed (float* gridPointer = grid)
@@ -195,6 +231,16 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
                     // Block-major: the windows that all output channels read for one block stay in L1.
                     for (int q = 0; q < _gridLength; q += GatherMultiplyAdd.BlockLength)
                     {
+                        if (_uniform)
+                        {
+                            int terms = _offsets.Length;
+                            for (int o = firstOutput; o < endOutput; o += 4)
+                            {
+                                GatherMultiplyAdd.Block4(padded + q, offsets, weights + (long)(o / 4) * terms * 4, terms,
+                                    gridPointer + (long)(o - firstOutput) * _gridLength + q, _gridLength);
+                            }
+                            continue;
+                        }
                         for (int o = firstOutput; o < endOutput; o++)
                         {
                             int start = _termStart[o];
@@ -278,24 +324,25 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
                     BiasActivateRow(grid + y * wq, destination + y * _outWidth, _outWidth, bias, floor);
                 return;
             }
-            if (_pool == 2 && Avx2.IsSupported)
+            if (_pool == 2 && Avx2.IsSupported && _resultWidth >= 8)
             {
                 Vector256<float> b = Vector256.Create(bias), f = Vector256.Create(floor);
                 for (int y = 0; y < _resultHeight; y++)
                 {
                     float* top = grid + 2 * y * wq, bottom = top + wq, row = destination + y * _resultWidth;
-                    int x = 0;
-                    for (; x + 8 <= _resultWidth; x += 8)
+                    // Vectors of 8 outputs; the last one ends exactly at the row's end (recomputing a few values).
+                    for (int x = 0; ; x += 8)
                     {
+                        x = Math.Min(x, _resultWidth - 8);
                         Vector256<float> left = Avx.Max(Avx.LoadVector256(top + 2 * x), Avx.LoadVector256(bottom + 2 * x));
                         Vector256<float> right = Avx.Max(Avx.LoadVector256(top + 2 * x + 8), Avx.LoadVector256(bottom + 2 * x + 8));
                         // Pairwise maxima of neighbours, then the 64-bit lanes back into order.
                         Vector256<float> pairs = Avx.Max(Avx.Shuffle(left, right, 0b10_00_10_00), Avx.Shuffle(left, right, 0b11_01_11_01));
                         Vector256<float> ordered = Avx2.Permute4x64(pairs.AsDouble(), 0b11_01_10_00).AsSingle();
                         Avx.Store(row + x, Avx.Max(Avx.Add(ordered, b), f));
+                        if (x + 8 >= _resultWidth)
+                            break;
                     }
-                    for (; x < _resultWidth; x++)
-                        row[x] = MathF.Max(MathF.Max(MathF.Max(top[2 * x], top[2 * x + 1]), MathF.Max(bottom[2 * x], bottom[2 * x + 1])) + bias, floor);
                 }
                 return;
             }
@@ -319,11 +366,15 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
         internal static void BiasActivateRow(float* source, float* destination, int length, float bias, float floor)
         {
             int x = 0;
-            if (Vector256.IsHardwareAccelerated)
+            if (Vector256.IsHardwareAccelerated && length >= 8)
             {
                 Vector256<float> b = Vector256.Create(bias), f = Vector256.Create(floor);
                 for (; x + 8 <= length; x += 8)
                     Vector256.Max(Vector256.Load(source + x) + b, f).Store(destination + x);
+                // One more vector ends exactly at the row's end (source and destination do not overlap).
+                if (x < length)
+                    Vector256.Max(Vector256.Load(source + length - 8) + b, f).Store(destination + length - 8);
+                return;
             }
             for (; x < length; x++)
                 destination[x] = MathF.Max(source[x] + bias, floor);
