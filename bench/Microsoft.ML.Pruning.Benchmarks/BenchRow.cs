@@ -38,6 +38,9 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("layer")] public string? Layer { get; set; }
         [JsonPropertyName("reference_latency_b1_ms")] public double? ReferenceLatencyB1Ms { get; set; }
         [JsonPropertyName("reference_throughput_b256")] public double? ReferenceThroughputB256 { get; set; }
+        [JsonPropertyName("evaluate_images_per_s")] public double? EvaluateImagesPerS { get; set; }
+        [JsonPropertyName("bare_images_per_s")] public double? BareImagesPerS { get; set; }
+        [JsonPropertyName("evaluate_ratio")] public double? EvaluateRatio { get; set; }
     }
 
     internal static class BenchOutput

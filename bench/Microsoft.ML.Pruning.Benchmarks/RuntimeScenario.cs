@@ -38,7 +38,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
         private const string Dense = "dense", DenseRuntime = "dense-runtime";
 
         /// <summary>A network to time: the dense reference scores with libtorch, every other one with the compact runtime.</summary>
-        private sealed record Candidate(string Method, ClassifierNetwork Network, InferenceBackend Backend, long Macs, double? Accuracy);
+        private sealed record Candidate(string Method, ClassifierNetwork Network, InferenceBackend Backend, long Macs, double? Accuracy,
+            MLContext Context, ITransformer Model, IDataView Test);
 
         /// <summary>The targets the runtime is built to meet, checked and printed at the end.</summary>
         private static readonly (string Model, string Method, double B1, double B256)[] s_targets =
@@ -85,6 +86,14 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     r.Model, r.Method, r.Layer ?? "(network)", Table.Format(r.Macs), Table.Format(r.MacsRatio, "0.00"),
                     Table.Format(r.LatencyB1Ms, "0.0000"), Table.Format(r.ReferenceLatencyB1Ms, "0.0000"), Table.Format(r.SpeedupB1, "0.00"),
                     Table.Format(r.ThroughputB256, "0"), Table.Format(r.ReferenceThroughputB256, "0"), Table.Format(r.SpeedupB256, "0.00"),
+                }));
+
+            Console.WriteLine();
+            Table.Print(
+                new[] { "model", "method", "Evaluate img/s", "bare b256 img/s", "Evaluate / bare" },
+                results.Where(r => r.Layer is null).Select(r => (IReadOnlyList<string>)new[]
+                {
+                    r.Model, r.Method, Table.Format(r.EvaluateImagesPerS, "0"), Table.Format(r.BareImagesPerS, "0"), Table.Format(r.EvaluateRatio, "0.00"),
                 }));
 
             Console.WriteLine();
@@ -169,7 +178,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
             double accuracy = ml.MulticlassClassification.Evaluate(model.Transform(test)).MicroAccuracy;
             long macs = classifier.GetSummary().NonZeroMultiplyAccumulates;
             Console.WriteLine(FormattableString.Invariant($"  {method}: test accuracy {accuracy:P2}, {macs:N0} MACs with a non-zero weight"));
-            return new Candidate(method, classifier.Network, InferenceBackend.Compact, macs, accuracy);
+            return new Candidate(method, classifier.Network, InferenceBackend.Compact, macs, accuracy, ml, model, test);
         }
 
         /// <summary>Times every candidate against the first (the dense network on libtorch), whole and layer by layer.</summary>
@@ -192,8 +201,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
             var (latency, throughput) = TimeInterleaved(runs, single, batch, repetitions, quick);
             for (int i = 0; i < candidates.Count; i++)
             {
-                yield return Row(model, candidates[i].Method, null, candidates[i].Macs, (double)dense.Macs / candidates[i].Macs, quick,
+                BenchRow row = Row(model, candidates[i].Method, null, candidates[i].Macs, (double)dense.Macs / candidates[i].Macs, quick,
                     latency, throughput, i, candidates[i].Accuracy);
+                (row.EvaluateImagesPerS, row.BareImagesPerS, row.EvaluateRatio) = TimeEvaluate(candidates[i], quick ? 1 : 3);
+                yield return row;
             }
 
             // Layer by layer: each step of a compact plan against the dense network's modules for the same layers.
@@ -214,6 +225,39 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         stepLatency, stepThroughput, 1, null);
                 }
             }
+        }
+
+        /// <summary>
+        /// Images per second of <c>Evaluate(model.Transform(test))</c>, the way an application scores a data set through
+        /// ML.NET, and of the bare network on the same images in batches of 256, alternated; the ratio is the median of the
+        /// per-repetition ratios.
+        /// </summary>
+        private static (double Evaluate, double Bare, double Ratio) TimeEvaluate(Candidate candidate, int repetitions)
+        {
+            candidate.Network.Backend = candidate.Backend;
+            float[] images = candidate.Test.GetColumn<float[]>("Features").SelectMany(image => image).ToArray();
+            int size = candidate.Network.Definition.Input.Size, count = images.Length / size, classes = candidate.Network.Definition.Classes;
+            var probabilities = new float[InferencePlan.MaxPassImages * classes];
+            void Bare()
+            {
+                for (int start = 0; start < count; start += InferencePlan.MaxPassImages)
+                {
+                    int n = Math.Min(InferencePlan.MaxPassImages, count - start);
+                    candidate.Network.Predict(images.AsSpan(start * size, n * size), probabilities.AsSpan(0, n * classes));
+                }
+            }
+            void Evaluate() => candidate.Context.MulticlassClassification.Evaluate(candidate.Model.Transform(candidate.Test));
+            Evaluate();
+            Bare();
+            var evaluate = new double[repetitions];
+            var bare = new double[repetitions];
+            for (int r = 0; r < repetitions; r++)
+            {
+                evaluate[r] = count / (Milliseconds(Evaluate) / 1000);
+                bare[r] = count / (Milliseconds(Bare) / 1000);
+            }
+            return (InferenceTiming.Median(evaluate), InferenceTiming.Median(bare),
+                InferenceTiming.Median(Enumerable.Range(0, repetitions).Select(r => evaluate[r] / bare[r]).ToArray()));
         }
 
         private static BenchRow Row(string model, string method, string? layer, long macs, double? macsRatio, bool quick,

@@ -47,8 +47,17 @@ namespace Microsoft.ML.Pruning.Runtime
         /// <summary>Values per image written.</summary>
         public int OutputSize { get; }
 
-        /// <summary>Computes <paramref name="batch"/> images; <paramref name="input"/> and <paramref name="output"/> are pinned.</summary>
-        public abstract void Run(float[] input, float[] output, int batch);
+        /// <summary>Computes <paramref name="batch"/> images; <paramref name="input"/> and <paramref name="output"/> are pinned.
+        /// By default one image after the other through <see cref="RunImage"/>.</summary>
+        public virtual void Run(float[] input, float[] output, int batch)
+        {
+            fixed (float* x = input)
+            fixed (float* y = output)
+            {
+                for (int n = 0; n < batch; n++)
+                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
+            }
+        }
 
         /// <summary>Whether <see cref="RunImage"/> computes one image on the calling thread, so that a run of such steps
         /// can take each image through all of them while its activations are still in the core's cache.</summary>
@@ -80,16 +89,6 @@ namespace Microsoft.ML.Pruning.Runtime
         }
 
         public override bool RunsPerImage => true;
-
-        public override void Run(float[] input, float[] output, int batch)
-        {
-            fixed (float* x = input)
-            fixed (float* y = output)
-            {
-                for (int n = 0; n < batch; n++)
-                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
-            }
-        }
 
         public override void RunImage(float* input, float* output)
         {
@@ -154,16 +153,6 @@ namespace Microsoft.ML.Pruning.Runtime
 
         public override bool RunsPerImage => true;
 
-        public override void Run(float[] input, float[] output, int batch)
-        {
-            fixed (float* x = input)
-            fixed (float* y = output)
-            {
-                for (int n = 0; n < batch; n++)
-                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
-            }
-        }
-
         public override void RunImage(float* input, float* output)
         {
             for (int i = 0; i < InputSize; i++)
@@ -189,16 +178,6 @@ namespace Microsoft.ML.Pruning.Runtime
 
         public override bool RunsPerImage => true;
 
-        public override void Run(float[] input, float[] output, int batch)
-        {
-            fixed (float* x = input)
-            fixed (float* y = output)
-            {
-                for (int n = 0; n < batch; n++)
-                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
-            }
-        }
-
         public override void RunImage(float* input, float* output)
         {
             int channels = _scale.Length, plane = InputSize / channels;
@@ -222,16 +201,6 @@ namespace Microsoft.ML.Pruning.Runtime
             : base(layers, "maxpool", shape, new[] { shape[0], shape[1] / window, shape[2] / window }) => _window = window;
 
         public override bool RunsPerImage => true;
-
-        public override void Run(float[] input, float[] output, int batch)
-        {
-            fixed (float* x = input)
-            fixed (float* y = output)
-            {
-                for (int n = 0; n < batch; n++)
-                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
-            }
-        }
 
         public override void RunImage(float* input, float* output)
         {
@@ -265,16 +234,6 @@ namespace Microsoft.ML.Pruning.Runtime
         }
 
         public override bool RunsPerImage => true;
-
-        public override void Run(float[] input, float[] output, int batch)
-        {
-            fixed (float* x = input)
-            fixed (float* y = output)
-            {
-                for (int n = 0; n < batch; n++)
-                    RunImage(x + (long)n * InputSize, y + (long)n * OutputSize);
-            }
-        }
 
         public override void RunImage(float* input, float* output)
         {

@@ -21,22 +21,25 @@ namespace Microsoft.ML.Pruning.Tests.Runtime
         private const double Tolerance = 1e-4;
 
         [TestMethod]
-        [DataRow(3, 13, 11, 5, 3, 1, 1, 1, DisplayName = "3x3, odd sizes, stride 1")]
-        [DataRow(4, 13, 11, 6, 3, 2, 1, 1, DisplayName = "3x3, odd sizes, stride 2")]
-        [DataRow(2, 9, 9, 3, 5, 2, 2, 1, DisplayName = "5x5, stride 2, padding 2")]
-        [DataRow(3, 8, 10, 4, 3, 1, 0, 1, DisplayName = "3x3, no padding")]
-        [DataRow(5, 7, 7, 4, 1, 2, 0, 1, DisplayName = "1x1, stride 2")]
-        [DataRow(3, 12, 10, 7, 3, 1, 1, 2, DisplayName = "3x3 with 2x2 pooling")]
-        [DataRow(2, 15, 15, 3, 3, 1, 1, 2, DisplayName = "odd output pooled (last row and column dropped)")]
-        [DataRow(2, 12, 12, 3, 3, 1, 1, 3, DisplayName = "3x3 pooling")]
-        [DataRow(1, 28, 28, 32, 3, 1, 1, 1, DisplayName = "the VGG stem")]
+        [DataRow(3, 13, 11, 5, 3, 1, 1, 1, 0.5, DisplayName = "3x3, odd sizes, stride 1")]
+        [DataRow(4, 13, 11, 6, 3, 2, 1, 1, 0.5, DisplayName = "3x3, odd sizes, stride 2")]
+        [DataRow(2, 9, 9, 3, 5, 2, 2, 1, 0.5, DisplayName = "5x5, stride 2, padding 2")]
+        [DataRow(3, 8, 10, 4, 3, 1, 0, 1, 0.5, DisplayName = "3x3, no padding")]
+        [DataRow(5, 7, 7, 4, 1, 2, 0, 1, 0.5, DisplayName = "1x1, stride 2")]
+        [DataRow(3, 12, 10, 7, 3, 1, 1, 2, 0.5, DisplayName = "3x3 with 2x2 pooling")]
+        [DataRow(2, 15, 15, 3, 3, 1, 1, 2, 0.5, DisplayName = "odd output pooled (last row and column dropped)")]
+        [DataRow(2, 12, 12, 3, 3, 1, 1, 3, 0.5, DisplayName = "3x3 pooling")]
+        [DataRow(1, 28, 28, 32, 3, 1, 1, 1, 0.5, DisplayName = "the VGG stem")]
+        [DataRow(1, 28, 28, 6, 5, 1, 2, 2, 1.0, DisplayName = "dense, outputs sharing loads: LeNet-5's first layer")]
+        [DataRow(3, 13, 11, 5, 3, 2, 1, 1, 1.0, DisplayName = "dense, outputs sharing loads: 5 outputs, stride 2, odd sizes")]
+        [DataRow(4, 15, 15, 7, 3, 1, 1, 2, 1.0, DisplayName = "dense, outputs sharing loads: 7 outputs, odd output pooled")]
         public void TheCompactConvolutionEqualsLibTorchsConvolutionWithReluAndPooling(int inChannels, int height, int width, int outChannels,
-            int kernelSize, int stride, int padding, int pool)
+            int kernelSize, int stride, int padding, int pool, double keep)
         {
             torch.random.manual_seed(3);
             using var scope = NewDisposeScope();
-            // Half the weights zeroed, as pruning leaves them; values near ±1 so borders matter.
-            Tensor weight = randn(outChannels, inChannels, kernelSize, kernelSize) * (rand(outChannels, inChannels, kernelSize, kernelSize) > 0.5);
+            // A kept fraction of the weights, as pruning leaves them; values near ±1 so borders matter.
+            Tensor weight = randn(outChannels, inChannels, kernelSize, kernelSize) * (rand(outChannels, inChannels, kernelSize, kernelSize) < keep);
             Tensor bias = randn(outChannels);
             float[] w = weight.data<float>().ToArray();
             var terms = new List<ConvolutionTerm>();
@@ -47,6 +50,7 @@ namespace Microsoft.ML.Pruning.Tests.Runtime
                             terms.Add(new ConvolutionTerm(o, i, ky, kx, w[((o * inChannels + i) * kernelSize + ky) * kernelSize + kx]));
             var kernel = new CompactConvolution(inChannels, height, width, outChannels, kernelSize, stride, padding, terms,
                 bias.data<float>().ToArray(), relu: true, pool);
+            Assert.AreEqual(keep == 1.0 && outChannels >= 4, kernel.SharesLoads, "dense layers share loads between groups of four outputs");
 
             foreach (int batch in new[] { 1, 3, 40 })
             {
