@@ -41,6 +41,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("evaluate_images_per_s")] public double? EvaluateImagesPerS { get; set; }
         [JsonPropertyName("bare_images_per_s")] public double? BareImagesPerS { get; set; }
         [JsonPropertyName("evaluate_ratio")] public double? EvaluateRatio { get; set; }
+        [JsonPropertyName("width")] public double? Width { get; set; }
     }
 
     internal static class BenchOutput
@@ -52,23 +53,29 @@ namespace Microsoft.ML.Pruning.Benchmarks
         };
 
         /// <summary>
-        /// Writes artifacts/bench/&lt;scenario&gt;.json. Rows of earlier runs for another model, method, epoch count or
-        /// quick-ness are kept, so a scenario can be run one model (or one training length) at a time.
+        /// Writes artifacts/bench/&lt;scenario&gt;.json. Rows of earlier runs for another model, method, layer, epoch
+        /// count, quick-ness or width are kept, so a scenario can be run one model (or one training length, or one width) at a time.
         /// </summary>
         public static string Write(string scenario, IReadOnlyList<BenchRow> rows)
         {
-            string directory = Path.Combine("artifacts", "bench");
-            Directory.CreateDirectory(directory);
-            string path = Path.Combine(directory, scenario + ".json");
-            var merged = new List<BenchRow>();
-            if (File.Exists(path))
-            {
-                var previous = JsonSerializer.Deserialize<List<BenchRow>>(File.ReadAllText(path), s_json) ?? new List<BenchRow>();
-                merged.AddRange(previous.Where(p => !rows.Any(r => r.Model == p.Model && r.Method == p.Method && r.Layer == p.Layer && r.Epochs == p.Epochs && r.Quick == p.Quick)));
-            }
+            string path = PathOf(scenario);
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            var merged = new List<BenchRow>(Read(scenario).Where(p => !rows.Any(r => r.Model == p.Model && r.Method == p.Method && r.Layer == p.Layer
+                && r.Epochs == p.Epochs && r.Quick == p.Quick && r.Width == p.Width)));
             merged.AddRange(rows);
             File.WriteAllText(path, JsonSerializer.Serialize(merged, s_json));
             return path;
         }
+
+        /// <summary>The rows of artifacts/bench/&lt;scenario&gt;.json, or none when it does not exist.</summary>
+        public static IReadOnlyList<BenchRow> Read(string scenario)
+        {
+            string path = PathOf(scenario);
+            return File.Exists(path)
+                ? JsonSerializer.Deserialize<List<BenchRow>>(File.ReadAllText(path), s_json) ?? new List<BenchRow>()
+                : new List<BenchRow>();
+        }
+
+        private static string PathOf(string scenario) => Path.Combine("artifacts", "bench", scenario + ".json");
     }
 }

@@ -14,10 +14,12 @@ namespace Microsoft.ML.Pruning.Networks
         /// <summary>LeNet-5: two 5×5 convolutions with pooling, then fully connected layers 120-84.</summary>
         LeNet5,
 
-        /// <summary>A small VGG-style network: 3×3 convolutions with batch norm (32,32,pool,64,64,pool,128,pool), then FC 256.</summary>
+        /// <summary>A small VGG-style network: 3×3 convolutions with batch norm (32,32,pool,64,64,pool,128,pool), then FC 256.
+        /// The channel counts scale with a width multiplier (<see cref="Architectures.Create"/>).</summary>
         VggSmall,
 
-        /// <summary>ResNet-20 for small images (He et al., CIFAR variant): 3 stages of 3 basic blocks, 16/32/64 channels.</summary>
+        /// <summary>ResNet-20 for small images (He et al., CIFAR variant): 3 stages of 3 basic blocks, 16/32/64 channels.
+        /// The channel counts scale with a width multiplier (<see cref="Architectures.Create"/>).</summary>
         ResNet20,
     }
 
@@ -41,11 +43,18 @@ namespace Microsoft.ML.Pruning.Networks
         /// <param name="normalization">Optional per-channel input standardization placed in front of the network.</param>
         /// <param name="convolution">What the 3×3 convolutions after the stem are made of (VggSmall and ResNet20 only).</param>
         /// <param name="kernelSize">The kernel size of those layers: odd, at least 1 (at most 15 for the shift kinds). Default 3.</param>
+        /// <param name="width">
+        /// A multiplier on the channel counts of every convolution (VggSmall and ResNet20 only): each layer of <c>c</c>
+        /// channels gets <c>Math.Max(1, (int)Math.Round(c * width))</c> (nearest integer, ties to even), the layers that
+        /// read them follow, and the fully connected hidden layer of VggSmall keeps its 256 units. Finite and greater than 0.
+        /// Default 1 (the published channel counts).
+        /// </param>
         /// <exception cref="ArgumentException">The image is too small for the architecture, or fewer than 2 classes, or a LeNet
-        /// with another convolution kind or kernel size.</exception>
-        /// <exception cref="ArgumentOutOfRangeException">An unknown convolution kind, or an even or non-positive kernel size.</exception>
+        /// with another convolution kind, kernel size or width.</exception>
+        /// <exception cref="ArgumentOutOfRangeException">An unknown convolution kind, an even or non-positive kernel size, or a
+        /// width that is not a finite number greater than 0.</exception>
         public static NetworkDefinition Create(ImageClassifierArchitecture architecture, ImageShape input, int classes, NormalizeLayer? normalization = null,
-            ConvolutionKind convolution = ConvolutionKind.Convolution, int kernelSize = 3)
+            ConvolutionKind convolution = ConvolutionKind.Convolution, int kernelSize = 3, double width = 1.0)
         {
             input.Validate();
             if (classes < 2)
@@ -57,6 +66,13 @@ namespace Microsoft.ML.Pruning.Networks
             if (architecture is ImageClassifierArchitecture.LeNet300100 or ImageClassifierArchitecture.LeNet5
                 && (convolution != ConvolutionKind.Convolution || kernelSize != 3))
                 throw new ArgumentException($"{architecture} has no 3x3 convolutions to replace; use VggSmall or ResNet20 for {convolution} layers of size {kernelSize}.", nameof(convolution));
+            if (!double.IsFinite(width) || width <= 0)
+                throw new ArgumentOutOfRangeException(nameof(width), width, FormattableString.Invariant($"The width must be a finite number greater than 0; got {width}."));
+            if (architecture is ImageClassifierArchitecture.LeNet300100 or ImageClassifierArchitecture.LeNet5 && width != 1)
+            {
+                throw new ArgumentException(FormattableString.Invariant(
+                    $"{architecture} has a fixed shape; a width multiplier ({width}) applies to VggSmall and ResNet20 only."), nameof(width));
+            }
 
             var layers = new List<LayerDefinition>();
             if (normalization is not null)
@@ -65,8 +81,8 @@ namespace Microsoft.ML.Pruning.Networks
             {
                 ImageClassifierArchitecture.LeNet300100 => LeNet300100(input, classes),
                 ImageClassifierArchitecture.LeNet5 => LeNet5(input, classes),
-                ImageClassifierArchitecture.VggSmall => VggSmall(input, classes, convolution, kernelSize),
-                ImageClassifierArchitecture.ResNet20 => ResNet20(input, classes, convolution, kernelSize),
+                ImageClassifierArchitecture.VggSmall => VggSmall(input, classes, convolution, kernelSize, width),
+                ImageClassifierArchitecture.ResNet20 => ResNet20(input, classes, convolution, kernelSize, width),
                 _ => throw new ArgumentOutOfRangeException(nameof(architecture), architecture, "Unknown architecture."),
             });
 
@@ -115,21 +131,25 @@ namespace Microsoft.ML.Pruning.Networks
             };
         }
 
-        private static IEnumerable<LayerDefinition> VggSmall(ImageShape input, int classes, ConvolutionKind convolution, int kernelSize)
+        /// <summary>The channel count of a layer of <paramref name="baseChannels"/> channels at <paramref name="width"/>.</summary>
+        internal static int Channels(int baseChannels, double width) => Math.Max(1, (int)Math.Round(baseChannels * width));
+
+        private static IEnumerable<LayerDefinition> VggSmall(ImageShape input, int classes, ConvolutionKind convolution, int kernelSize, double width)
         {
             int h = input.Height / 8, w = input.Width / 8;
             if (h < 1 || w < 1)
                 throw new ArgumentException($"VggSmall needs images of at least 8x8; got {input}.", nameof(input));
             var layers = new List<LayerDefinition>();
             int inChannels = input.Channels, index = 0, pool = 0;
-            foreach (int channels in new[] { 32, 32, 0, 64, 64, 0, 128, 0 })
+            foreach (int baseChannels in new[] { 32, 32, 0, 64, 64, 0, 128, 0 })
             {
-                if (channels == 0)
+                if (baseChannels == 0)
                 {
                     layers.Add(new MaxPool2dLayer { Name = $"pool{++pool}" });
                     continue;
                 }
                 index++;
+                int channels = Channels(baseChannels, width);
                 // The stem sees the raw image (1 channel for grey images): it stays a 3×3 convolution.
                 layers.AddRange(index == 1
                     ? ConvBnRelu($"conv{index}", $"bn{index}", $"relu{index}", inChannels, channels, stride: 1)
@@ -137,17 +157,17 @@ namespace Microsoft.ML.Pruning.Networks
                 inChannels = channels;
             }
             layers.Add(new FlattenLayer { Name = "flatten" });
-            layers.Add(new LinearLayer { Name = "fc1", InFeatures = 128 * h * w, OutFeatures = 256 });
+            layers.Add(new LinearLayer { Name = "fc1", InFeatures = inChannels * h * w, OutFeatures = 256 });
             layers.Add(new ReluLayer { Name = "relu_fc1" });
             layers.Add(new LinearLayer { Name = "fc2", InFeatures = 256, OutFeatures = classes });
             return layers;
         }
 
-        private static IEnumerable<LayerDefinition> ResNet20(ImageShape input, int classes, ConvolutionKind convolution, int kernelSize)
+        private static IEnumerable<LayerDefinition> ResNet20(ImageShape input, int classes, ConvolutionKind convolution, int kernelSize, double width)
         {
-            var layers = new List<LayerDefinition>(ConvBnRelu("conv1", "bn1", "relu1", input.Channels, 16, stride: 1));
-            int inChannels = 16;
-            int[] widths = { 16, 32, 64 };
+            int inChannels = Channels(16, width);
+            var layers = new List<LayerDefinition>(ConvBnRelu("conv1", "bn1", "relu1", input.Channels, inChannels, stride: 1));
+            int[] widths = { Channels(16, width), Channels(32, width), Channels(64, width) };
             for (int stage = 0; stage < widths.Length; stage++)
             {
                 for (int block = 0; block < 3; block++)
@@ -169,7 +189,7 @@ namespace Microsoft.ML.Pruning.Networks
                 }
             }
             layers.Add(new GlobalAvgPoolLayer { Name = "pool" });
-            layers.Add(new LinearLayer { Name = "fc", InFeatures = 64, OutFeatures = classes });
+            layers.Add(new LinearLayer { Name = "fc", InFeatures = inChannels, OutFeatures = classes });
             return layers;
         }
 

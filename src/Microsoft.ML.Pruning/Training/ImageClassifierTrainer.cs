@@ -73,6 +73,15 @@ namespace Microsoft.ML.Pruning.Training
             public ConvolutionKind Convolution = ConvolutionKind.Convolution;
 
             /// <summary>
+            /// A multiplier on the channel counts of <see cref="ImageClassifierArchitecture.VggSmall"/> and
+            /// <see cref="ImageClassifierArchitecture.ResNet20"/>, to compare networks at equal size: every convolution of
+            /// <c>c</c> channels gets <c>Math.Max(1, (int)Math.Round(c * Width))</c> (nearest integer, ties to even); the
+            /// small VGG's fully connected hidden layer keeps its 256 units. The LeNets have a fixed shape and take only 1.
+            /// A finite number greater than 0. The saved model stores the resulting channel counts. Default: 1.
+            /// </summary>
+            public double Width = 1.0;
+
+            /// <summary>
             /// The image shape, needed only when the feature column is a flat vector without dimensions.
             /// Default: null (read from the column type).
             /// </summary>
@@ -149,6 +158,12 @@ namespace Microsoft.ML.Pruning.Training
                 }
                 if (Convolution != ConvolutionKind.Convolution && Architecture is not (ImageClassifierArchitecture.VggSmall or ImageClassifierArchitecture.ResNet20))
                     throw new ArgumentOutOfRangeException(nameof(Convolution), Convolution, $"Options.Convolution {Convolution} needs VggSmall or ResNet20; {Architecture} has no 3x3 convolutions.");
+                Require(double.IsFinite(Width) && Width > 0, nameof(Width), Width, "must be a finite number greater than 0");
+                if (Width != 1 && Architecture is not (ImageClassifierArchitecture.VggSmall or ImageClassifierArchitecture.ResNet20))
+                {
+                    throw new ArgumentOutOfRangeException(nameof(Width), Width,
+                        FormattableString.Invariant($"Options.Width {Width} needs VggSmall or ResNet20; {Architecture} has a fixed shape (Width must stay 1)."));
+                }
                 ImageShape?.Validate();
                 Require(Epochs >= 1, nameof(Epochs), Epochs, "must be at least 1");
                 Require(BatchSize >= 1, nameof(BatchSize), BatchSize, "must be at least 1");
@@ -193,7 +208,7 @@ namespace Microsoft.ML.Pruning.Training
             private static void Require(bool condition, string option, object value, string rule)
             {
                 if (!condition)
-                    throw new ArgumentOutOfRangeException(option, value, $"Options.{option} {rule}; got {value}.");
+                    throw new ArgumentOutOfRangeException(option, value, FormattableString.Invariant($"Options.{option} {rule}; got {value}."));
             }
         }
 
@@ -219,8 +234,10 @@ namespace Microsoft.ML.Pruning.Training
             ArgumentNullException.ThrowIfNull(input);
             using IChannel channel = _host.Start("Training image classifier");
             using PreparedData data = PreparedData.Load(_env, _options, input);
-            NetworkDefinition definition = Architectures.Create(_options.Architecture, data.Shape, data.Classes, data.Normalization, _options.Convolution);
-            channel.Info(MessageSensitivity.None, $"Training {definition.Architecture} on {data.Train.Count} images of {data.Shape}, {data.Classes} classes, {_options.Epochs} epochs, seed {data.Seed}.");
+            NetworkDefinition definition = Architectures.Create(_options.Architecture, data.Shape, data.Classes, data.Normalization, _options.Convolution,
+                width: _options.Width);
+            channel.Info(MessageSensitivity.None, FormattableString.Invariant(
+                $"Training {definition.Architecture}{DescribeWidth(_options.Width)} on {data.Train.Count} images of {data.Shape}, {data.Classes} classes, {_options.Epochs} epochs, seed {data.Seed}."));
 
             ClassifierNetwork network = ClassifierNetwork.Create(definition, data.Device);
             try
@@ -240,6 +257,9 @@ namespace Microsoft.ML.Pruning.Training
         public SchemaShape GetOutputSchema(SchemaShape inputSchema)
             => MLNetInternals.MulticlassOutputSchema(inputSchema, _options.FeatureColumnName, _options.LabelColumnName,
                 _options.ScoreColumnName, _options.PredictedLabelColumnName);
+
+        /// <summary>" at width 1.5" for the log line of a widened network, empty at width 1.</summary>
+        internal static string DescribeWidth(double width) => width == 1 ? "" : FormattableString.Invariant($" at width {width}");
 
         /// <summary>
         /// What every trainer of this library does before its first step: checks the columns of the training data and the

@@ -59,7 +59,8 @@ namespace Microsoft.ML.Pruning.Pruners
             /// <summary>
             /// Columns, network, epochs, optimizer, schedule, augmentation, device and callbacks, exactly as for the image
             /// classifier. <see cref="ImageClassifierTrainer.Options.Architecture"/> must be VggSmall or ResNet20 and
-            /// <see cref="ImageClassifierTrainer.Options.Convolution"/> left at its default (<see cref="LayerKind"/> decides).
+            /// <see cref="ImageClassifierTrainer.Options.Convolution"/> left at its default (<see cref="LayerKind"/> decides);
+            /// <see cref="ImageClassifierTrainer.Options.Width"/> widens or narrows the network as it does for the classifier.
             /// Default: the image classifier's defaults with <see cref="ImageClassifierArchitecture.VggSmall"/>.
             /// </summary>
             public ImageClassifierTrainer.Options Training = new() { Architecture = ImageClassifierArchitecture.VggSmall };
@@ -173,9 +174,10 @@ namespace Microsoft.ML.Pruning.Pruners
             using ImageClassifierTrainer.PreparedData data = ImageClassifierTrainer.PreparedData.Load(_env, training, input);
             ImageDataset train = data.Train;
             ImageDataset? validation = data.Validation;
-            NetworkDefinition definition = Architectures.Create(training.Architecture, data.Shape, data.Classes, data.Normalization, _options.LayerKind, _options.KernelSize);
+            NetworkDefinition definition = Architectures.Create(training.Architecture, data.Shape, data.Classes, data.Normalization, _options.LayerKind,
+                _options.KernelSize, training.Width);
             channel.Info(MessageSensitivity.None, FormattableString.Invariant(
-                $"Training {definition.Architecture} with {_options.LayerKind} {_options.KernelSize}x{_options.KernelSize} layers on {train.Count} images of {data.Shape}, {data.Classes} classes, {training.Epochs} epochs, temperature {_options.InitialTemperature} to {_options.FinalTemperature}, seed {data.Seed}."));
+                $"Training {definition.Architecture}{ImageClassifierTrainer.DescribeWidth(training.Width)} with {_options.LayerKind} {_options.KernelSize}x{_options.KernelSize} layers on {train.Count} images of {data.Shape}, {data.Classes} classes, {training.Epochs} epochs, temperature {_options.InitialTemperature} to {_options.FinalTemperature}, seed {data.Seed}."));
 
             ClassifierNetwork? network = ClassifierNetwork.Create(definition, data.Device);
             ClassifierNetwork? hardened = null, compact = null;
