@@ -99,14 +99,14 @@ namespace Microsoft.ML.Pruning.Tests.Runtime
         }
 
         [TestMethod]
-        [DataRow(ImageClassifierArchitecture.VggSmall, ConvolutionKind.ShiftAttention)]
-        [DataRow(ImageClassifierArchitecture.VggSmall, ConvolutionKind.ShiftAttentionShared)]
-        [DataRow(ImageClassifierArchitecture.ResNet20, ConvolutionKind.ShiftAttention)]
-        public void CompactShiftNetworksScoreAsTheirLibTorchModules(ImageClassifierArchitecture architecture, ConvolutionKind kind)
+        [DataRow(ImageClassifierArchitecture.VggSmall, ConvolutionKind.ShiftAttention, 1.0)]
+        [DataRow(ImageClassifierArchitecture.VggSmall, ConvolutionKind.ShiftAttentionShared, 1.0)]
+        [DataRow(ImageClassifierArchitecture.ResNet20, ConvolutionKind.ShiftAttention, 1.0)]
+        public void CompactShiftNetworksScoreAsTheirLibTorchModules(ImageClassifierArchitecture architecture, ConvolutionKind kind, double width)
         {
             torch.random.manual_seed(11);
             var normalization = new NormalizeLayer { Name = "normalize", Mean = new[] { 0.3f }, Std = new[] { 0.4f } };
-            using ClassifierNetwork trained = ClassifierNetwork.Create(Architectures.Create(architecture, new ImageShape(1, 12, 12), 5, normalization, kind));
+            using ClassifierNetwork trained = ClassifierNetwork.Create(Architectures.Create(architecture, new ImageShape(1, 12, 12), 5, normalization, kind, width: width));
             RandomizeBatchNorm(trained);
             using ClassifierNetwork hardened = ShiftAttentionCompaction.Harden(trained, AttentionHardening.ArgMax);
             using ClassifierNetwork compact = ShiftAttentionCompaction.Compact(hardened, foldBatchNorm: true);
