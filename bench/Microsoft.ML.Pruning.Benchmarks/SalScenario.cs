@@ -356,15 +356,13 @@ namespace Microsoft.ML.Pruning.Benchmarks
         private static (double[] LatencyMs, double[] ImagesPerSecond, double[] SpeedupB1, double[] SpeedupB256) TimeInterleaved(
             IReadOnlyList<ClassifierNetwork> networks, bool quick)
         {
-            ImageShape shape = networks[0].Definition.Input;
-            using var single = randn(1, shape.Channels, shape.Height, shape.Width);
-            using var batch = randn(256, shape.Channels, shape.Height, shape.Width);
+            var (single, batch) = InferenceTiming.Inputs(networks[0].Definition.Input);
             int repetitions = quick ? 3 : 7, latencyCalls = quick ? 30 : 200, throughputCalls = quick ? 2 : 4;
             foreach (ClassifierNetwork network in networks)
             {
                 for (int i = 0; i < 10; i++)
-                    Predict(network, single);
-                Predict(network, batch);
+                    InferenceTiming.Time(network, single);
+                InferenceTiming.Time(network, batch);
             }
 
             var latency = new double[repetitions][];
@@ -375,27 +373,14 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 throughput[r] = new double[networks.Count];
                 for (int n = 0; n < networks.Count; n++)
                 {
-                    latency[r][n] = InferenceTiming.Median(Enumerable.Range(0, latencyCalls).Select(_ => Time(networks[n], single)).ToArray());
-                    throughput[r][n] = InferenceTiming.Median(Enumerable.Range(0, throughputCalls).Select(_ => 256 / (Time(networks[n], batch) / 1000)).ToArray());
+                    latency[r][n] = InferenceTiming.Median(Enumerable.Range(0, latencyCalls).Select(_ => InferenceTiming.Time(networks[n], single)).ToArray());
+                    throughput[r][n] = InferenceTiming.Median(Enumerable.Range(0, throughputCalls).Select(_ => 256 / (InferenceTiming.Time(networks[n], batch) / 1000)).ToArray());
                 }
             }
             double[] Median(Func<int, int, double> value) => Enumerable.Range(0, networks.Count)
                 .Select(n => InferenceTiming.Median(Enumerable.Range(0, repetitions).Select(r => value(r, n)).ToArray())).ToArray();
             return (Median((r, n) => latency[r][n]), Median((r, n) => throughput[r][n]),
                 Median((r, n) => latency[r][0] / latency[r][n]), Median((r, n) => throughput[r][n] / throughput[r][0]));
-        }
-
-        private static double Time(ClassifierNetwork network, Tensor input)
-        {
-            var clock = Stopwatch.StartNew();
-            Predict(network, input);
-            return clock.Elapsed.TotalMilliseconds;
-        }
-
-        private static void Predict(ClassifierNetwork network, Tensor input)
-        {
-            using var scope = NewDisposeScope();
-            network.Predict(input);
         }
 
         /// <summary>Loads the saved zip in a fresh context and compares every predicted label.</summary>

@@ -18,7 +18,6 @@ namespace Microsoft.ML.Pruning.Networks
     {
         private readonly object _planGate = new();
         private InferencePlan? _plan;
-        private bool _planRejected;
         private InferenceBackend _backend = InferenceBackend.Compact;
         private bool _disposed;
 
@@ -133,7 +132,6 @@ namespace Microsoft.ML.Pruning.Networks
             {
                 _plan?.Dispose();
                 _plan = null;
-                _planRejected = false;
             }
         }
 
@@ -145,42 +143,8 @@ namespace Microsoft.ML.Pruning.Networks
             lock (_planGate)
             {
                 ThrowIfDisposed();
-                if (_plan is null && !_planRejected)
-                {
-                    InferencePlan plan = InferencePlan.Compile(this);
-                    if (AgreesWithModules(plan))
-                        _plan = plan;
-                    else
-                    {
-                        plan.Dispose();
-                        _planRejected = true;
-                    }
-                }
-                return _plan;
+                return _plan ??= InferencePlan.Compile(this);
             }
-        }
-
-        /// <summary>Whether the compiled plan scores a few fixed pseudo-random images as the network's modules do: a plan that
-        /// does not is dropped and the modules score, slower but right.</summary>
-        private bool AgreesWithModules(InferencePlan plan)
-        {
-            const int images = 4;
-            int size = Definition.Input.Size, classes = Definition.Classes;
-            var random = new Random(12345);
-            float[] input = new float[images * size];
-            for (int i = 0; i < input.Length; i++)
-                input[i] = (float)random.NextDouble();
-            float[] compiled = new float[images * classes];
-            plan.Predict(input, compiled);
-            using var scope = NewDisposeScope();
-            Tensor reference = Predict(frombuffer(input, ScalarType.Float32, input.Length, 0, false).view(images, size)).cpu().contiguous();
-            float[] expected = reference.data<float>().ToArray();
-            for (int i = 0; i < expected.Length; i++)
-            {
-                if (!(Math.Abs(expected[i] - compiled[i]) <= 1e-3f))
-                    return false;
-            }
-            return true;
         }
 
         private static int IndexOfNonFinite(ReadOnlySpan<float> values)

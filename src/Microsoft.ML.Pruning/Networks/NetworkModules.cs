@@ -53,7 +53,7 @@ namespace Microsoft.ML.Pruning.Networks
             var conv = nn.Conv2d(c.InChannels, c.OutChannels, c.KernelSize, stride: c.Stride, padding: c.Padding, bias: c.Bias);
             // He initialization (fan-out, ReLU), as torchvision's VGG and ResNet: trains the batch-norm nets faster than the default.
             nn.init.kaiming_normal_(conv.weight, mode: nn.init.FanInOut.FanOut, nonlinearity: nn.init.NonlinearityType.ReLU);
-            return conv;
+            return Convolution.Pads(c.InChannels, c.OutChannels, c.KernelSize, c.Stride) ? new PaddedConv2dModule(c.Name, conv, c.Stride, c.Padding) : conv;
         }
     }
 }

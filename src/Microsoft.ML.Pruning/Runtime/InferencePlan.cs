@@ -7,6 +7,7 @@ using System.Collections.Generic;
 using System.Linq;
 using System.Threading.Tasks;
 using Microsoft.ML.Pruning.Networks;
+using Microsoft.ML.Pruning.Networks.Layers;
 using Microsoft.ML.Pruning.Runtime.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -304,7 +305,7 @@ namespace Microsoft.ML.Pruning.Runtime
                         output = conv.OutputShape(shape);
                         steps.Add(new LibTorchStep(string.Join("+", names), "libtorch conv2d", shape, output, x =>
                         {
-                            Tensor y = nn.functional.conv2d(x, w, b, stride, padding);
+                            Tensor y = Convolution.Conv2d(x, w, b, stride, padding);
                             return relu ? y.relu_() : y;
                         }, w, b));
                         return next - 1;

@@ -112,7 +112,7 @@ namespace Microsoft.ML.Pruning.Networks.Layers
         {
             using Tensor probabilities = Attention();
             Tensor kernel = weight * probabilities.view(_rows, InChannels, KernelSize, KernelSize);
-            return nn.functional.conv2d(input, kernel, bias, _stride, _padding);
+            return Convolution.Conv2d(input, kernel, bias, _stride, _padding);
         }
     }
 

@@ -160,7 +160,7 @@ namespace Microsoft.ML.Pruning.Networks.Layers
                     return nn.functional.conv2d(shifted, weight.view(_outChannels, _inChannels, 1, 1), bias, stride);
                 }
                 Tensor kernel = (weight.unsqueeze(2) * _oneHot).view(_outChannels, _inChannels, _kernelSize, _kernelSize);
-                return nn.functional.conv2d(input, kernel, bias, stride, padding);
+                return Convolution.Conv2d(input, kernel, bias, stride, padding);
             }
 
             // Only the pixels the strided output reads are shifted: output pixel (y, x) of a tap reads input pixel
