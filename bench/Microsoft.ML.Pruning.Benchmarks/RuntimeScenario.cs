@@ -186,17 +186,13 @@ namespace Microsoft.ML.Pruning.Benchmarks
         {
             Candidate dense = candidates[0];
             int repetitions = quick ? 3 : 7;
-            ImageShape shape = dense.Network.Definition.Input;
-            var random = new Random(5);
-            float[] single = Enumerable.Range(0, shape.Size).Select(_ => (float)random.NextDouble()).ToArray();
-            float[] batch = Enumerable.Range(0, 256 * shape.Size).Select(_ => (float)random.NextDouble()).ToArray();
+            var (single, batch) = InferenceTiming.Inputs(dense.Network.Definition.Input);
 
             // Whole networks through the scoring entry point the transformer uses.
             var runs = candidates.Select(c => (Action<float[]>)(images =>
             {
                 c.Network.Backend = c.Backend;
-                var probabilities = new float[images.Length / shape.Size * c.Network.Definition.Classes];
-                c.Network.Predict(images, probabilities);
+                InferenceTiming.Time(c.Network, images);
             })).ToList();
             var (latency, throughput) = TimeInterleaved(runs, single, batch, repetitions, quick);
             for (int i = 0; i < candidates.Count; i++)
