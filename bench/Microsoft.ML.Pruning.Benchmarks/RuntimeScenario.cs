@@ -13,6 +13,7 @@ using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Pruners;
 using Microsoft.ML.Pruning.Pruners.ShiftAttention;
 using Microsoft.ML.Pruning.Runtime;
+using Microsoft.ML.Pruning.Runtime.Kernels;
 using Microsoft.ML.Pruning.Training;
 using Microsoft.ML.Transforms;
 using TorchSharp;
@@ -30,12 +31,17 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// Speed does not depend on how well a model is trained, only on its shape and on which weights are zero, so the
     /// models are trained briefly (the VGGs one epoch on <c>--train-rows</c> images, default 10,000; LeNet-300-100 the
     /// <c>train</c> recipe) and pruned without retraining; their accuracy is printed to show they are real models, and the
-    /// <c>sal</c> and <c>lobs</c> scenarios measure accuracy properly. Options: <c>--quick</c>, <c>--models
-    /// vgg-small,lenet300</c>, <c>--train-rows N</c>.
+    /// <c>sal</c> and <c>lobs</c> scenarios measure accuracy properly. <c>fc784x300</c> times the sparse fully connected
+    /// kernel alone against the dense product over a range of sparsities. Options: <c>--quick</c>, <c>--models
+    /// vgg-small,lenet300,fc784x300</c>, <c>--train-rows N</c>.
     /// </remarks>
     internal static class RuntimeScenario
     {
         private const string Dense = "dense", DenseRuntime = "dense-runtime";
+
+        // A fully connected layer the size of LeNet-300-100's first, pruned to a range of sparsities.
+        private const string SparseLinearModel = "fc784x300";
+        private const int SweepInputs = 784, SweepOutputs = 300;
 
         /// <summary>A network to time: the dense reference scores with libtorch, every other one with the compact runtime.</summary>
         private sealed record Candidate(string Method, ClassifierNetwork Network, InferenceBackend Backend, long Macs, double? Accuracy,
@@ -52,17 +58,22 @@ namespace Microsoft.ML.Pruning.Benchmarks
         public static int Run(string[] args)
         {
             bool quick = args.Contains("--quick");
-            string[] models = Option(args, "--models")?.Split(',') ?? new[] { "vgg-small", "lenet300" };
+            string[] models = Option(args, "--models")?.Split(',') ?? new[] { "vgg-small", "lenet300", SparseLinearModel };
             int trainRows = Option(args, "--train-rows") is string rows ? int.Parse(rows, CultureInfo.InvariantCulture) : quick ? 2000 : 10000;
             foreach (string model in models)
             {
-                if (model is not ("vgg-small" or "lenet300"))
-                    throw new ArgumentException($"runtime compares vgg-small and lenet300; got '{model}'.");
+                if (model is not ("vgg-small" or "lenet300" or SparseLinearModel))
+                    throw new ArgumentException($"runtime compares vgg-small, lenet300 and {SparseLinearModel}; got '{model}'.");
             }
 
             var results = new List<BenchRow>();
             foreach (string model in models)
             {
+                if (model == SparseLinearModel)
+                {
+                    results.AddRange(SparseLinearSweep(quick));
+                    continue;
+                }
                 var ml = new MLContext(seed: 1);
                 IDataView train = ml.Data.Cache(FashionMnist.LoadTrain(ml, model == "lenet300" && !quick ? 60000 : trainRows));
                 IDataView test = ml.Data.Cache(FashionMnist.LoadTest(ml, quick ? 1000 : 10000));
@@ -150,6 +161,52 @@ namespace Microsoft.ML.Pruning.Benchmarks
             owned.Add(magnitude);
             candidates.Add(Measured("magnitude-7%", ml, magnitude, test));
             return WithDenseOnRuntime(candidates);
+        }
+
+        /// <summary>
+        /// The sparse fully connected kernel (<see cref="CompactLinear"/>) against libtorch's dense product on the same
+        /// weights, a 784→300 layer with 50% down to 5% of its weights kept, at batch 1 and 256: where sparse storage
+        /// starts to pay.
+        /// </summary>
+        private static IEnumerable<BenchRow> SparseLinearSweep(bool quick)
+        {
+            Console.WriteLine($"== {SparseLinearModel}: sparse rows against the dense product");
+            var rows = new List<BenchRow>();
+            foreach (double kept in new[] { 0.5, 0.3, 0.2, 0.1, 0.05 })
+            {
+                var random = new Random(7);
+                float[] weight = new float[SweepInputs * SweepOutputs];
+                for (int i = 0; i < weight.Length; i++)
+                    weight[i] = random.NextDouble() < kept ? (float)(random.NextDouble() - 0.5) : 0f;
+                var kernel = new CompactLinear(weight, SweepInputs, SweepOutputs, bias: null, relu: true);
+                Tensor denseWeight = tensor(weight, new long[] { SweepOutputs, SweepInputs }).DetachFromDisposeScope();
+                try
+                {
+                    Func<int, Action> dense = n =>
+                    {
+                        Tensor input = rand(n, SweepInputs).DetachFromDisposeScope();
+                        return () =>
+                        {
+                            using var scope = NewDisposeScope();
+                            using var noGrad = no_grad();
+                            nn.functional.linear(input, denseWeight).relu_();
+                        };
+                    };
+                    var step = new CompactLinearStep("fc", kernel);
+                    Func<int, Action> sparse = n => StepRun(step, n);
+                    var (latency, throughput) = TimeLayers(new[] { dense, sparse }, quick ? 3 : 7, quick);
+                    long macs = kernel.Terms;
+                    BenchRow row = Row(SparseLinearModel, FormattableString.Invariant($"kept-{kept:0.##}"), "fc 784->300+relu", macs,
+                        (double)(SweepInputs * SweepOutputs) / macs, quick, latency, throughput, 1, null);
+                    row.KeptFraction = kept;
+                    rows.Add(row);
+                }
+                finally
+                {
+                    denseWeight.Dispose();
+                }
+            }
+            return rows;
         }
 
         /// <summary>The dense network once more, scored by the compact runtime (batch norm folded, ReLU and pooling fused),
