@@ -76,7 +76,7 @@ namespace Microsoft.ML.Pruning.Networks
         }
 
         /// <summary>Enumerates every layer, depth first, with its dotted module path (e.g. <c>stage2_0.body.conv1</c>).</summary>
-        public IEnumerable<(string Path, LayerDefinition Layer)> Flatten() => FlattenLayers(Layers, "");
+        public IEnumerable<(string Path, LayerDefinition Layer)> Flatten() => NetworkWalker.Walk(this).Select(site => (site.Path, site.Layer));
 
         internal static int[] OutputShapeOf(IReadOnlyList<LayerDefinition> layers, int[] input)
         {
@@ -96,22 +96,6 @@ namespace Microsoft.ML.Pruning.Networks
                 shape = layer.OutputShape(shape);
             }
             return total;
-        }
-
-        private static IEnumerable<(string, LayerDefinition)> FlattenLayers(IReadOnlyList<LayerDefinition> layers, string prefix)
-        {
-            foreach (LayerDefinition layer in layers)
-            {
-                string path = prefix + layer.Name;
-                yield return (path, layer);
-                if (layer is ResidualBlock block)
-                {
-                    foreach (var inner in FlattenLayers(block.Body, path + "." + NetworkModules.BodyName + "."))
-                        yield return inner;
-                    foreach (var inner in FlattenLayers(block.Shortcut, path + "." + NetworkModules.ShortcutName + "."))
-                        yield return inner;
-                }
-            }
         }
 
         private static void CheckNames(IReadOnlyList<LayerDefinition> layers, string scope)

@@ -67,8 +67,7 @@ namespace Microsoft.ML.Pruning.Reports
         {
             ArgumentNullException.ThrowIfNull(network);
             var parameters = network.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter, StringComparer.Ordinal);
-            var rows = new List<LayerSummary>();
-            Walk(network.Definition.Layers, network.Definition.InputDimensions, "", parameters, rows);
+            List<LayerSummary> rows = Rows(network.Definition, parameters);
             return new ModelSummary(network.Definition.Architecture, network.Definition.Input, rows, SerializedSize(network));
         }
 
@@ -89,14 +88,13 @@ namespace Microsoft.ML.Pruning.Reports
             return text.ToString();
         }
 
-        private static void Walk(IReadOnlyList<LayerDefinition> layers, int[] input, string prefix,
-            Dictionary<string, TorchSharp.Modules.Parameter> parameters, List<LayerSummary> rows)
+        private static List<LayerSummary> Rows(NetworkDefinition definition, Dictionary<string, TorchSharp.Modules.Parameter> parameters)
         {
-            int[] shape = input;
-            foreach (LayerDefinition layer in layers)
+            var rows = new List<LayerSummary>();
+            foreach (LayerSite site in NetworkWalker.Walk(definition))
             {
-                string path = prefix + layer.Name;
-                int[] output = layer.OutputShape(shape);
+                string path = site.Path;
+                LayerDefinition layer = site.Layer;
                 long count = 0, nonZero = 0, weights = 0, nonZeroWeights = 0;
                 foreach (var (name, parameter) in parameters)
                 {
@@ -112,19 +110,14 @@ namespace Microsoft.ML.Pruning.Reports
                         nonZeroWeights = nz.item<long>();
                     }
                 }
-                long macs = layer is ResidualBlock ? 0 : layer.MultiplyAccumulates(shape);
+                long macs = layer is ResidualBlock ? 0 : layer.MultiplyAccumulates(site.InputShape);
                 // Every weight of these layers is used the same number of times per image (once per output position).
                 long nonZeroMacs = layer is Conv2dLayer or LinearLayer or ShiftPointwiseConv2dLayer && weights > 0 && macs % weights == 0
                     ? macs / weights * nonZeroWeights
                     : macs;
-                rows.Add(new LayerSummary(path, Describe(layer), output, count, nonZero, macs, nonZeroMacs));
-                if (layer is ResidualBlock block)
-                {
-                    Walk(block.Body, shape, path + "." + NetworkModules.BodyName + ".", parameters, rows);
-                    Walk(block.Shortcut, shape, path + "." + NetworkModules.ShortcutName + ".", parameters, rows);
-                }
-                shape = output;
+                rows.Add(new LayerSummary(path, Describe(layer), site.OutputShape, count, nonZero, macs, nonZeroMacs));
             }
+            return rows;
         }
 
         private static string Describe(LayerDefinition layer) => layer switch

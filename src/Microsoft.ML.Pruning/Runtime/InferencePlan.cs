@@ -206,91 +206,113 @@ namespace Microsoft.ML.Pruning.Runtime
         {
             private readonly ClassifierNetwork _network;
             private readonly IReadOnlyDictionary<string, Tensor> _state;
-            private readonly Dictionary<string, nn.Module> _children;
+            private readonly Dictionary<string, nn.Module> _modules;
 
             public Builder(ClassifierNetwork network)
             {
                 _network = network;
                 _state = network.StateDictionary();
-                _children = network.Module.named_children().ToDictionary(c => c.name, c => c.module, StringComparer.Ordinal);
+                _modules = network.Module.named_modules().ToDictionary(c => c.name, c => c.module, StringComparer.Ordinal);
             }
 
-            public void Add(List<InferenceStep> steps)
+            public void Add(List<InferenceStep> steps) => AddSequence(steps, _network.Definition.Layers, "", _network.Definition.InputDimensions);
+
+            /// <summary>Compiles a sequence of layers (the network's, or a residual block's branch) and returns its output shape.</summary>
+            private int[] AddSequence(List<InferenceStep> steps, IReadOnlyList<LayerDefinition> layers, string scope, int[] shape)
             {
-                IReadOnlyList<LayerDefinition> layers = _network.Definition.Layers;
-                int[] shape = _network.Definition.InputDimensions;
                 for (int i = 0; i < layers.Count; i++)
                 {
                     LayerDefinition layer = layers[i];
+                    string path = scope + layer.Name;
                     int[] output = layer.OutputShape(shape);
                     switch (layer)
                     {
                         case FlattenLayer:
                             break; // [C,H,W] and [C·H·W] are the same values in the same order
                         case NormalizeLayer normalize:
-                            steps.Add(new NormalizeStep(layer.Name, shape, normalize.Mean, normalize.Std));
+                            steps.Add(new NormalizeStep(path, shape, normalize.Mean, normalize.Std));
                             break;
                         case Conv2dLayer or ShiftPointwiseConv2dLayer or ShiftConv2dLayer:
-                            i = AddKernelLayer(steps, layers, i, shape, out output);
+                            i = AddKernelLayer(steps, layers, scope, i, shape, out output);
                             break;
                         case LinearLayer linear:
-                            i = AddLinear(steps, layers, i, linear);
+                            i = AddLinear(steps, layers, scope, i, linear);
                             break;
                         case BatchNorm2dLayer norm:
                             {
-                                var (scale, shift) = BatchNormAffine(norm.Name);
+                                var (scale, shift) = BatchNormAffine(path);
                                 bool relu = i + 1 < layers.Count && layers[i + 1] is ReluLayer;
-                                steps.Add(new ChannelAffineStep(relu ? norm.Name + "+" + layers[i + 1].Name : norm.Name, shape,
+                                steps.Add(new ChannelAffineStep(relu ? path + "+" + layers[i + 1].Name : path, shape,
                                     scale.Select(v => (float)v).ToArray(), shift.Select(v => (float)v).ToArray(), relu));
                                 if (relu)
                                     i++;
                                 break;
                             }
                         case ReluLayer:
-                            steps.Add(new ReluStep(layer.Name, shape));
+                            steps.Add(new ReluStep(path, shape));
                             break;
                         case MaxPool2dLayer pool:
-                            steps.Add(new MaxPoolStep(layer.Name, shape, pool.KernelSize));
+                            steps.Add(new MaxPoolStep(path, shape, pool.KernelSize));
                             break;
                         case GlobalAvgPoolLayer:
-                            steps.Add(new GlobalAveragePoolStep(layer.Name, shape));
+                            steps.Add(new GlobalAveragePoolStep(path, shape));
                             break;
+                        case ResidualBlock block:
+                            {
+                                var body = new List<InferenceStep>();
+                                var shortcut = new List<InferenceStep>();
+                                try
+                                {
+                                    AddSequence(body, block.Body, NetworkWalker.BodyScope(path), shape);
+                                    AddSequence(shortcut, block.Shortcut, NetworkWalker.ShortcutScope(path), shape);
+                                }
+                                catch
+                                {
+                                    foreach (InferenceStep step in body.Concat(shortcut))
+                                        step.Dispose();
+                                    throw;
+                                }
+                                steps.Add(new ResidualStep(path, shape, output, body, shortcut));
+                                break;
+                            }
                         default:
-                            // Residual blocks, soft shift attention layers: the network's own module.
-                            nn.Module<Tensor, Tensor> module = (nn.Module<Tensor, Tensor>)_children[layer.Name];
-                            steps.Add(new LibTorchStep(layer.Name, "libtorch " + layer.GetType().Name, shape, output, module.call));
+                            // Soft shift attention layers: the network's own module.
+                            nn.Module<Tensor, Tensor> module = (nn.Module<Tensor, Tensor>)_modules[path];
+                            steps.Add(new LibTorchStep(path, "libtorch " + layer.GetType().Name, shape, output, module.call));
                             break;
                     }
                     shape = output;
                 }
+                return shape;
             }
 
             /// <summary>A convolution or shift layer with a following batch norm folded in and ReLU and max pooling fused;
             /// returns the index of the last layer taken.</summary>
-            private int AddKernelLayer(List<InferenceStep> steps, IReadOnlyList<LayerDefinition> layers, int index, int[] shape, out int[] output)
+            private int AddKernelLayer(List<InferenceStep> steps, IReadOnlyList<LayerDefinition> layers, string scope, int index, int[] shape, out int[] output)
             {
                 var layer = (KernelLayerDefinition)layers[index];
-                var names = new List<string> { layer.Name };
-                float[] weight = Values(layer.Name + ".weight");
-                double[] bias = layer.Bias ? Values(layer.Name + ".bias").Select(v => (double)v).ToArray() : new double[layer.OutChannels];
+                string path = scope + layer.Name;
+                var names = new List<string> { path };
+                float[] weight, folded;
                 int next = index + 1;
                 if (next < layers.Count && layers[next] is BatchNorm2dLayer norm)
                 {
-                    var (scale, shift) = BatchNormAffine(norm.Name);
-                    int perOutput = weight.Length / layer.OutChannels;
-                    for (int o = 0; o < layer.OutChannels; o++)
-                    {
-                        for (int j = o * perOutput; j < (o + 1) * perOutput; j++)
-                            weight[j] = (float)(weight[j] * scale[o]);
-                        bias[o] = bias[o] * scale[o] + shift[o];
-                    }
+                    using var tensors = NewDisposeScope();
+                    var (w, b) = BatchNormFolding.Fold(_state[path + ".weight"], layer.Bias ? _state[path + ".bias"] : null,
+                        BatchNormFolding.Affine(_state, scope + norm.Name));
+                    weight = w.contiguous().data<float>().ToArray();
+                    folded = b.contiguous().data<float>().ToArray();
                     names.Add(norm.Name);
                     next++;
+                }
+                else
+                {
+                    weight = Values(path + ".weight");
+                    folded = layer.Bias ? Values(path + ".bias") : new float[layer.OutChannels];
                 }
                 bool relu = next < layers.Count && layers[next] is ReluLayer;
                 if (relu)
                     names.Add(layers[next++].Name);
-                float[] folded = bias.Select(v => (float)v).ToArray();
                 int k = layer.KernelSize;
 
                 if (layer is Conv2dLayer conv)
@@ -322,7 +344,7 @@ namespace Microsoft.ML.Pruning.Runtime
                 IEnumerable<ConvolutionTerm> terms = layer switch
                 {
                     Conv2dLayer => ConvolutionTerms(weight, layer.OutChannels, layer.InChannels, k),
-                    ShiftPointwiseConv2dLayer s => ShiftTerms(weight, s.OutChannels, s.InChannels, k, Values<byte>(s.Name + ".shift"), s.Shared),
+                    ShiftPointwiseConv2dLayer s => ShiftTerms(weight, s.OutChannels, s.InChannels, k, Values<byte>(path + ".shift"), s.Shared),
                     ShiftConv2dLayer s => ShiftTerms(weight, s.OutChannels, s.InChannels, k, ShiftConv2dLayer.GroupedShifts(s.InChannels, k), shared: true),
                     _ => throw new InvalidOperationException($"Layer '{layer.Name}' has no compact kernel."),
                 };
@@ -333,12 +355,13 @@ namespace Microsoft.ML.Pruning.Runtime
                 return next - 1;
             }
 
-            private int AddLinear(List<InferenceStep> steps, IReadOnlyList<LayerDefinition> layers, int index, LinearLayer linear)
+            private int AddLinear(List<InferenceStep> steps, IReadOnlyList<LayerDefinition> layers, string scope, int index, LinearLayer linear)
             {
-                float[] weight = Values(linear.Name + ".weight");
-                float[]? bias = linear.Bias ? Values(linear.Name + ".bias") : null;
+                string path = scope + linear.Name;
+                float[] weight = Values(path + ".weight");
+                float[]? bias = linear.Bias ? Values(path + ".bias") : null;
                 bool relu = index + 1 < layers.Count && layers[index + 1] is ReluLayer;
-                string names = relu ? linear.Name + "+" + layers[index + 1].Name : linear.Name;
+                string names = relu ? path + "+" + layers[index + 1].Name : path;
                 long nonZero = weight.LongCount(w => w != 0);
                 if (weight.LongLength <= SmallLayerWeights || nonZero <= SparseLinearDensity * weight.LongLength)
                 {
@@ -379,18 +402,11 @@ namespace Microsoft.ML.Pruning.Runtime
             }
 
             /// <summary>Batch norm in evaluation mode as <c>x · scale + shift</c> per channel, in double precision.</summary>
-            private (double[] Scale, double[] Shift) BatchNormAffine(string name)
+            private (double[] Scale, double[] Shift) BatchNormAffine(string path)
             {
-                float[] gamma = Values(name + ".weight"), beta = Values(name + ".bias");
-                float[] mean = Values(name + ".running_mean"), variance = Values(name + ".running_var");
-                var scale = new double[gamma.Length];
-                var shift = new double[gamma.Length];
-                for (int c = 0; c < gamma.Length; c++)
-                {
-                    scale[c] = gamma[c] / Math.Sqrt(variance[c] + NetworkModules.BatchNormEpsilon);
-                    shift[c] = beta[c] - mean[c] * scale[c];
-                }
-                return (scale, shift);
+                using var scope = NewDisposeScope();
+                var (scale, shift) = BatchNormFolding.Affine(_state, path);
+                return (scale.contiguous().data<double>().ToArray(), shift.contiguous().data<double>().ToArray());
             }
 
             /// <summary>

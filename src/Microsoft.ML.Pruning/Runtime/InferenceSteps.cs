@@ -1,6 +1,7 @@
 // Licensed under the MIT license.
 
 using System;
+using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Linq;
 using System.Runtime.InteropServices;
@@ -246,6 +247,148 @@ namespace Microsoft.ML.Pruning.Runtime
                 output[p] = sum / plane;
             }
         }
+    }
+
+    /// <summary>
+    /// A residual block, <c>relu(body(x) + shortcut(x))</c>, whose branches are compiled steps of their own (an empty
+    /// shortcut is the identity). It runs image by image when every step of both branches does, so that a run of blocks
+    /// takes each image through while its activations are in the core's cache; otherwise branch by branch on the batch.
+    /// </summary>
+    internal sealed unsafe class ResidualStep : InferenceStep
+    {
+        private readonly InferenceStep[] _body;
+        private readonly InferenceStep[] _shortcut;
+        private readonly int _scratch;
+        private readonly ConcurrentStack<float[]> _buffers = new();
+
+        public ResidualStep(string layers, int[] inputShape, int[] outputShape, IReadOnlyList<InferenceStep> body, IReadOnlyList<InferenceStep> shortcut)
+            : base(layers, "residual", inputShape, outputShape)
+        {
+            _body = body.ToArray();
+            _shortcut = shortcut.ToArray();
+            _scratch = _body.Concat(_shortcut).Select(s => Math.Max(s.InputSize, s.OutputSize)).Append(Math.Max(InputSize, OutputSize)).Max();
+            RunsPerImage = _body.Concat(_shortcut).All(s => s.RunsPerImage);
+        }
+
+        /// <summary>The body's steps.</summary>
+        public IReadOnlyList<InferenceStep> Body => _body;
+
+        /// <summary>The shortcut's steps (none for the identity).</summary>
+        public IReadOnlyList<InferenceStep> Shortcut => _shortcut;
+
+        public override bool RunsPerImage { get; }
+
+        public override bool UsesLibTorch => _body.Concat(_shortcut).Any(s => s.UsesLibTorch);
+
+        public override void Run(float[] input, float[] output, int batch)
+        {
+            float[] a = Rent(batch), b = Rent(batch), c = Rent(batch);
+            try
+            {
+                float[] body = RunBranch(_body, input, a, b, batch);
+                float[] shortcut = _shortcut.Length == 0 ? input : RunBranch(_shortcut, input, c, ReferenceEquals(body, a) ? b : a, batch);
+                long count = (long)batch * OutputSize;
+                fixed (float* x = body)
+                fixed (float* y = shortcut)
+                fixed (float* z = output)
+                    AddRelu(x, y, z, count);
+            }
+            finally
+            {
+                Return(a);
+                Return(b);
+                Return(c);
+            }
+        }
+
+        public override void RunImage(float* input, float* output)
+        {
+            float[] scratch = System.Buffers.ArrayPool<float>.Shared.Rent(3 * _scratch);
+            try
+            {
+                fixed (float* s = scratch)
+                {
+                    float* a = s, b = s + _scratch, c = s + 2 * _scratch;
+                    float* body = RunBranchImage(_body, input, a, b);
+                    float* shortcut = _shortcut.Length == 0 ? input : RunBranchImage(_shortcut, input, c, body == a ? b : a);
+                    AddRelu(body, shortcut, output, OutputSize);
+                }
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<float>.Shared.Return(scratch);
+            }
+        }
+
+        /// <summary>Runs <paramref name="steps"/> on the batch, ping-ponging between two scratch buffers; returns the one
+        /// holding the result.</summary>
+        private static float[] RunBranch(InferenceStep[] steps, float[] input, float[] first, float[] second, int batch)
+        {
+            float[] current = input;
+            foreach (InferenceStep step in steps)
+            {
+                float[] target = ReferenceEquals(current, first) ? second : first;
+                step.Run(current, target, batch);
+                current = target;
+            }
+            return current;
+        }
+
+        private static float* RunBranchImage(InferenceStep[] steps, float* input, float* first, float* second)
+        {
+            float* current = input;
+            foreach (InferenceStep step in steps)
+            {
+                float* target = current == first ? second : first;
+                step.RunImage(current, target);
+                current = target;
+            }
+            return current;
+        }
+
+        private static void AddRelu(float* x, float* y, float* z, long count)
+        {
+            long i = 0;
+            if (System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated)
+            {
+                var zero = System.Runtime.Intrinsics.Vector256<float>.Zero;
+                for (; i + 8 <= count; i += 8)
+                {
+                    var sum = System.Runtime.Intrinsics.Vector256.Load(x + i) + System.Runtime.Intrinsics.Vector256.Load(y + i);
+                    System.Runtime.Intrinsics.Vector256.Store(System.Runtime.Intrinsics.Vector256.Max(sum, zero), z + i);
+                }
+            }
+            for (; i < count; i++)
+            {
+                float sum = x[i] + y[i];
+                z[i] = sum < 0f ? 0f : sum;
+            }
+        }
+
+        private float[] Rent(int batch)
+        {
+            long length = (long)batch * _scratch;
+            if (_buffers.TryPop(out float[]? buffer) && buffer.Length >= length)
+                return buffer;
+            // Pinned, like the plan's own buffers: libtorch steps wrap them without copies.
+            return GC.AllocateUninitializedArray<float>(checked((int)length), pinned: true);
+        }
+
+        private void Return(float[] buffer)
+        {
+            if (_buffers.Count < 6)
+                _buffers.Push(buffer);
+        }
+
+        public override void Dispose()
+        {
+            foreach (InferenceStep step in _body.Concat(_shortcut))
+                step.Dispose();
+        }
+
+        public override string ToString()
+            => base.ToString() + Environment.NewLine
+                + string.Join(Environment.NewLine, _body.Select(s => "  body " + s).Concat(_shortcut.Select(s => "  shortcut " + s)));
     }
 
     /// <summary>

@@ -32,20 +32,52 @@ namespace Microsoft.ML.Pruning.Training
     }
 
     /// <summary>
+    /// What a caller adds to the shared training loop: an extra loss term, work after the backward pass and after every
+    /// optimizer step, text for each epoch's log line, and the epoch callback. Sparsity training (batch-norm scale L1),
+    /// masked retraining, temperature schedules and auxiliary losses are all expressed as hooks.
+    /// </summary>
+    internal sealed record TrainingHooks
+    {
+        /// <summary>No hooks: plain cross-entropy training.</summary>
+        public static readonly TrainingHooks None = new();
+
+        /// <summary>What the log lines call the run: <c>training</c>, <c>retraining</c>, <c>fine-tuning</c>…</summary>
+        public string Phase { get; init; } = "training";
+
+        /// <summary>A term added to the cross-entropy of every step before the backward pass (null: nothing added).</summary>
+        public Func<Tensor?>? ExtraLoss { get; init; }
+
+        /// <summary>Runs after the backward pass, before the optimizer step (e.g. to add a subgradient).</summary>
+        public Action? AfterBackward { get; init; }
+
+        /// <summary>Runs after every optimizer step with the 1-based step number and the total step count (e.g. to
+        /// re-apply masks or move a temperature).</summary>
+        public Action<long, long>? AfterStep { get; init; }
+
+        /// <summary>Text appended to each epoch's log line (e.g. the state of an attention schedule).</summary>
+        public Func<TrainingEpochMetrics, string?>? DescribeEpoch { get; init; }
+
+        /// <summary>Called with each epoch's metrics.</summary>
+        public Action<TrainingEpochMetrics>? EpochCompleted { get; init; }
+
+        /// <summary>Both hooks' after-step work, in order (either may be null).</summary>
+        public TrainingHooks ThenAfterStep(Action<long, long>? next)
+            => next is null ? this : this with { AfterStep = AfterStep is null ? next : (step, total) => { AfterStep(step, total); next(step, total); } };
+    }
+
+    /// <summary>
     /// The training loop shared by the trainer and by every pruner that retrains: shuffled mini-batches,
     /// optional augmentation, SGD or Adam, a per-step learning-rate schedule, and per-epoch metrics.
     /// Every step runs inside its own dispose scope.
     /// </summary>
     internal static class TrainingLoop
     {
-        /// <summary>Trains <paramref name="network"/> in place.</summary>
-        /// <remarks><c>afterStep</c> is called after every optimizer step with the 1-based step number and the total
-        /// step count: pruners re-apply masks or update temperatures there. <c>describeEpoch</c> may return text that is
-        /// appended to each epoch's log line (e.g. the state of an attention schedule).</remarks>
+        /// <summary>Trains <paramref name="network"/> in place, with the extra behaviour of <paramref name="hooks"/>.</summary>
+        /// <exception cref="InvalidOperationException">The loss became NaN or infinite (the message names the epoch and step).</exception>
         public static void Run(ClassifierNetwork network, ImageDataset train, ImageDataset? validation, TrainingSettings settings,
-            long seed, IChannel? channel, Action<TrainingEpochMetrics>? epochCompleted, CancellationToken cancellationToken,
-            Action<long, long>? afterStep = null, Func<TrainingEpochMetrics, string?>? describeEpoch = null)
+            long seed, IChannel? channel, TrainingHooks? hooks, CancellationToken cancellationToken)
         {
+            hooks ??= TrainingHooks.None;
             long count = train.Count;
             int batchSize = (int)Math.Min(settings.BatchSize, count);
             long batchesPerEpoch = (count + batchSize - 1) / batchSize;
@@ -93,23 +125,33 @@ namespace Microsoft.ML.Pruning.Training
                         optimizer.zero_grad();
                         Tensor logits = network.Forward(images);
                         Tensor loss = nn.functional.cross_entropy(logits, labels);
+                        float lossValue = loss.item<float>();
+                        if (!float.IsFinite(lossValue))
+                        {
+                            throw new InvalidOperationException(FormattableString.Invariant(
+                                $"{hooks.Phase} diverged: the loss is {lossValue} at epoch {epoch}, step {step + 1} (learning rate {learningRate:G3}). Lower the learning rate (or the weight decay) and train again."));
+                        }
+                        if (hooks.ExtraLoss?.Invoke() is Tensor extraLoss)
+                            loss = loss + extraLoss;
                         loss.backward();
+                        hooks.AfterBackward?.Invoke();
                         optimizer.step();
 
-                        lossSum += loss.item<float>() * length;
+                        lossSum += lossValue * length;
                         correct += logits.argmax(1).eq(labels).sum().item<long>();
                         seen += length;
                     }
                     step++;
-                    afterStep?.Invoke(step, totalSteps);
+                    hooks.AfterStep?.Invoke(step, totalSteps);
                 }
                 double trainSeconds = clock.Elapsed.TotalSeconds;
                 double? validationAccuracy = validation is null ? null : Accuracy(network, validation, cancellationToken: cancellationToken);
                 var metrics = new TrainingEpochMetrics(epoch, epochs, lossSum / seen, (double)correct / seen, validationAccuracy,
                     seen / trainSeconds, LearningRateAt(settings, Math.Max(step - 1, 0), totalSteps, batchesPerEpoch), clock.Elapsed);
-                string? extra = describeEpoch?.Invoke(metrics);
-                channel?.Info(MessageSensitivity.None, extra is null ? metrics.ToString() : metrics + ", " + extra);
-                epochCompleted?.Invoke(metrics);
+                string? extra = hooks.DescribeEpoch?.Invoke(metrics);
+                string line = hooks.Phase + " " + metrics;
+                channel?.Info(MessageSensitivity.None, extra is null ? line : line + ", " + extra);
+                hooks.EpochCompleted?.Invoke(metrics);
             }
             network.Module.eval();
         }

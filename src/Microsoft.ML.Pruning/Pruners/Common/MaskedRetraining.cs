@@ -23,11 +23,15 @@ namespace Microsoft.ML.Pruning.Pruners.Common
             var clock = Stopwatch.StartNew();
             long steps = 0;
             mask.Apply(network);
-            TrainingLoop.Run(network, data, null, settings, seed, channel, null, cancellationToken, afterStep: (step, _) =>
+            TrainingLoop.Run(network, data, null, settings, seed, channel, new TrainingHooks
             {
-                mask.Apply(network);
-                steps = step;
-            });
+                Phase = "retraining",
+                AfterStep = (step, _) =>
+                {
+                    mask.Apply(network);
+                    steps = step;
+                },
+            }, cancellationToken);
             return (steps, clock.Elapsed);
         }
     }

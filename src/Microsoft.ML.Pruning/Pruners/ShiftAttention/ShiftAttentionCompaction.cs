@@ -56,7 +56,7 @@ namespace Microsoft.ML.Pruning.Pruners.ShiftAttention
         {
             NetworkDefinition definition = trained.Definition with
             {
-                Layers = Map(trained.Definition.Layers, layer => layer is ShiftAttentionConv2dLayer { Hardened: false } s ? s with { Hardened = true } : layer),
+                Layers = NetworkWalker.MapLayers(trained.Definition.Layers, (_, layer) => layer is ShiftAttentionConv2dLayer { Hardened: false } s ? s with { Hardened = true } : layer),
             };
             ClassifierNetwork hardened = ClassifierNetwork.Create(definition, trained.Device);
             try
@@ -102,12 +102,13 @@ namespace Microsoft.ML.Pruning.Pruners.ShiftAttention
         {
             var values = new Dictionary<string, Tensor>(StringComparer.Ordinal);
             IReadOnlyList<LayerDefinition> layers;
-            using (var scope = NewDisposeScope())
+            using (NewDisposeScope())
             using (no_grad())
             {
                 var source = hardened.StateDictionary();
-                layers = CompactLayers(hardened.Definition.Layers, "", source, values, foldBatchNorm);
-                GroupSharedShifts(layers, "", source, values);
+                layers = NetworkWalker.RewriteSequences(hardened.Definition.Layers, (prefix, sequence) => CompactLayers(sequence, prefix, source, values, foldBatchNorm));
+                foreach (var (prefix, sequence) in NetworkWalker.Sequences(layers))
+                    GroupSharedShifts(sequence, prefix, source, values);
                 foreach (Tensor value in values.Values)
                     value.DetachFromDisposeScope();
             }
@@ -149,18 +150,8 @@ namespace Microsoft.ML.Pruning.Pruners.ShiftAttention
             {
                 LayerDefinition layer = layers[i];
                 string path = prefix + layer.Name;
-                if (layer is ResidualBlock block)
-                {
-                    result.Add(block with
-                    {
-                        Body = CompactLayers(block.Body, path + "." + NetworkModules.BodyName + ".", source, values, foldBatchNorm),
-                        Shortcut = CompactLayers(block.Shortcut, path + "." + NetworkModules.ShortcutName + ".", source, values, foldBatchNorm),
-                    });
-                    continue;
-                }
-
                 BatchNorm2dLayer? next = foldBatchNorm && i + 1 < layers.Count ? layers[i + 1] as BatchNorm2dLayer : null;
-                (Tensor Scale, Tensor Shift)? affine = next is null ? null : BatchNormAffine(source, prefix + next.Name);
+                (Tensor Scale, Tensor Shift)? affine = next is null ? null : BatchNormFolding.Affine(source, prefix + next.Name);
                 switch (layer)
                 {
                     case ShiftAttentionConv2dLayer s:
@@ -209,13 +200,6 @@ namespace Microsoft.ML.Pruning.Pruners.ShiftAttention
 
             for (int j = 0; j < layers.Count; j++)
             {
-                if (layers[j] is ResidualBlock block)
-                {
-                    string path = prefix + block.Name + ".";
-                    GroupSharedShifts(block.Body, path + NetworkModules.BodyName + ".", source, values);
-                    GroupSharedShifts(block.Shortcut, path + NetworkModules.ShortcutName + ".", source, values);
-                    continue;
-                }
                 if (layers[j] is not ShiftPointwiseConv2dLayer { Shared: true } consumer)
                     continue;
                 int p = j - 1;
@@ -267,17 +251,6 @@ namespace Microsoft.ML.Pruning.Pruners.ShiftAttention
             return (weight, shifts);
         }
 
-        /// <summary>Batch norm in evaluation mode as <c>x · scale + shift</c> per channel, in float64.</summary>
-        private static (Tensor Scale, Tensor Shift) BatchNormAffine(IReadOnlyDictionary<string, Tensor> source, string path)
-        {
-            Tensor gamma = source[path + ".weight"].to_type(ScalarType.Float64);
-            Tensor beta = source[path + ".bias"].to_type(ScalarType.Float64);
-            Tensor mean = source[path + ".running_mean"].to_type(ScalarType.Float64);
-            Tensor variance = source[path + ".running_var"].to_type(ScalarType.Float64);
-            Tensor scale = gamma / (variance + NetworkModules.BatchNormEpsilon).sqrt();
-            return (scale, beta - mean * scale);
-        }
-
         /// <summary>Stores <c>{path}.weight</c> and <c>{path}.bias</c> with the batch norm folded in (when there is one);
         /// returns the bias, or null when the layer has neither bias nor batch norm.</summary>
         private static Tensor? Fold(Dictionary<string, Tensor> values, string path, Tensor weight, Tensor? bias, (Tensor Scale, Tensor Shift)? affine)
@@ -291,17 +264,10 @@ namespace Microsoft.ML.Pruning.Pruners.ShiftAttention
                     values[path + ".bias"] = copy;
                 return copy;
             }
-            long[] perOutput = Enumerable.Repeat(1L, (int)weight.dim()).ToArray();
-            perOutput[0] = -1;
-            values[path + ".weight"] = (weight.to_type(ScalarType.Float64) * scale.view(perOutput)).to_type(ScalarType.Float32);
-            Tensor folded = (bias is null ? shift : bias.to_type(ScalarType.Float64) * scale + shift).to_type(ScalarType.Float32);
-            values[path + ".bias"] = folded;
-            return folded;
+            var (foldedWeight, foldedBias) = BatchNormFolding.Fold(weight, bias, (scale, shift));
+            values[path + ".weight"] = foldedWeight;
+            values[path + ".bias"] = foldedBias;
+            return foldedBias;
         }
-
-        private static IReadOnlyList<LayerDefinition> Map(IReadOnlyList<LayerDefinition> layers, Func<LayerDefinition, LayerDefinition> map)
-            => layers.Select(layer => layer is ResidualBlock block
-                ? block with { Body = Map(block.Body, map), Shortcut = Map(block.Shortcut, map) }
-                : map(layer)).ToArray();
     }
 }

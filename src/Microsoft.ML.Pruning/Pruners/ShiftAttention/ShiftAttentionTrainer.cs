@@ -185,10 +185,13 @@ namespace Microsoft.ML.Pruning.Pruners
             {
                 List<ShiftAttentionConv2dModule> modules = ShiftAttentionCompaction.AttentionModules(network).Select(m => m.Module).ToList();
                 ShiftAttentionCompaction.SetTemperature(modules, _options.InitialTemperature);
-                TrainingLoop.Run(network, train, validation, training.ToSettings(), data.Seed, channel, training.EpochCompleted, training.CancellationToken,
-                    afterStep: (step, totalSteps) => ShiftAttentionCompaction.SetTemperature(modules,
+                TrainingLoop.Run(network, train, validation, training.ToSettings(), data.Seed, channel, new TrainingHooks
+                {
+                    EpochCompleted = training.EpochCompleted,
+                    AfterStep = (step, totalSteps) => ShiftAttentionCompaction.SetTemperature(modules,
                         TemperatureSchedule.At(_options.InitialTemperature, _options.FinalTemperature, step, totalSteps)),
-                    describeEpoch: metrics => DescribeAttention(metrics, modules));
+                    DescribeEpoch = metrics => DescribeAttention(metrics, modules),
+                }, training.CancellationToken);
                 ModelSummary trainedSummary = ModelSummary.Create(network);
 
                 hardened = ShiftAttentionCompaction.Harden(network, _options.Hardening);
@@ -204,8 +207,11 @@ namespace Microsoft.ML.Pruning.Pruners
                         Epochs = _options.FineTuneEpochs,
                         LearningRate = _options.FineTuneLearningRate ?? training.LearningRate / 10,
                     };
-                    TrainingLoop.Run(hardened, train, validation, fineTune, data.Seed + 1L, channel, training.EpochCompleted, training.CancellationToken,
-                        describeEpoch: _ => "fine-tuning with the shifts frozen");
+                    TrainingLoop.Run(hardened, train, validation, fineTune, data.Seed + 1L, channel, new TrainingHooks
+                    {
+                        Phase = "fine-tuning with the shifts frozen,",
+                        EpochCompleted = training.EpochCompleted,
+                    }, training.CancellationToken);
                 }
 
                 compact = ShiftAttentionCompaction.Compact(hardened, _options.FoldBatchNorm);
