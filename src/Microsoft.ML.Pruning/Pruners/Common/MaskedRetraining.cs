@@ -18,14 +18,14 @@ namespace Microsoft.ML.Pruning.Pruners.Common
     {
         /// <summary>Retrains <paramref name="network"/> in place; returns the optimizer steps taken and the wall time.</summary>
         public static (long Steps, TimeSpan Elapsed) Run(ClassifierNetwork network, ImageDataset data, PruningMask mask, TrainingSettings settings,
-            long seed, IChannel? channel, CancellationToken cancellationToken)
+            long seed, IChannel? channel, CancellationToken cancellationToken, string phase = "retraining")
         {
             var clock = Stopwatch.StartNew();
             long steps = 0;
             mask.Apply(network);
             TrainingLoop.Run(network, data, null, settings, seed, channel, new TrainingHooks
             {
-                Phase = "retraining",
+                Phase = phase,
                 AfterStep = (step, _) =>
                 {
                     mask.Apply(network);

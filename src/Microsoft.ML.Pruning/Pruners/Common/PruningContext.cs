@@ -15,21 +15,27 @@ namespace Microsoft.ML.Pruning.Pruners.Common
     internal sealed class PruningContext
     {
         private readonly PruningOptions _options;
+        private readonly string _retrainingPhase;
+        private IReadOnlyList<PrunableLayer>? _layers;
 
-        public PruningContext(ClassifierNetwork network, ImageDataset data, PruningOptions options, int seed, IChannel channel)
+        public PruningContext(ClassifierNetwork network, ImageDataset data, PruningOptions options, int seed, IChannel channel, string retrainingPhase = "retraining")
         {
             Network = network;
             Data = data;
             _options = options;
             Seed = seed;
             Channel = channel;
-            Layers = PrunableLayer.Find(network);
+            _retrainingPhase = retrainingPhase;
         }
 
-        /// <summary>The network to prune in place (a copy; the trained model is not touched).</summary>
-        public ClassifierNetwork Network { get; }
+        /// <summary>The network to prune (a copy; the trained model is not touched). Compaction replaces it by a smaller one.</summary>
+        public ClassifierNetwork Network { get; private set; }
 
-        public IReadOnlyList<PrunableLayer> Layers { get; }
+        /// <summary>The Linear and Conv2d layers of the current network.</summary>
+        public IReadOnlyList<PrunableLayer> Layers => _layers ??= PrunableLayer.Find(Network);
+
+        /// <summary>Per-group channel outcomes, filled by channel pruners.</summary>
+        public List<ChannelGroupResult> ChannelResults { get; } = new();
 
         /// <summary>The data passed to <c>Fit</c>, after the model's transforms before the classifier.</summary>
         public ImageDataset Data { get; }
@@ -61,10 +67,26 @@ namespace Microsoft.ML.Pruning.Pruners.Common
             return Data.Images.index_select(0, chosen);
         }
 
+        /// <summary>
+        /// The compaction stage: when <paramref name="mask"/> removes channels, replaces <see cref="Network"/> by the smaller
+        /// network with those channels gone (the old one is disposed) and slices the mask's weight masks to it.
+        /// </summary>
+        public void Compact(PruningMask mask)
+        {
+            if (mask.Channels is not ChannelSelection selection)
+                return;
+            ClassifierNetwork compact = ChannelSurgery.Remove(Network, selection);
+            mask.SliceTo(selection, Network.Definition);
+            Network.Dispose();
+            Network = compact;
+            _layers = null;
+        }
+
         /// <summary>Retrains the network with <paramref name="mask"/> fixed, for the length the options set.</summary>
         public void Retrain(PruningMask mask)
         {
-            var (steps, elapsed) = MaskedRetraining.Run(Network, Data, mask, _options.ToRetrainSettings(), Seed + RetrainingSteps, Channel, CancellationToken);
+            var (steps, elapsed) = MaskedRetraining.Run(Network, Data, mask, _options.ToRetrainSettings(), Seed + RetrainingSteps, Channel, CancellationToken,
+                _retrainingPhase);
             RetrainingSteps += steps;
             RetrainingTime += elapsed;
         }

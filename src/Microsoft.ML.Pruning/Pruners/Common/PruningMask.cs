@@ -18,6 +18,28 @@ namespace Microsoft.ML.Pruning.Pruners.Common
         private readonly Dictionary<string, Tensor> _kept = new(StringComparer.Ordinal);
         private readonly Dictionary<string, Tensor> _pruned = new(StringComparer.Ordinal);
 
+        /// <summary>Channels to remove, when the method removes channels (the compaction stage takes them out).</summary>
+        public ChannelSelection? Channels { get; private set; }
+
+        /// <summary>Asks the compaction stage to keep only <paramref name="selection"/>'s channels.</summary>
+        public void RemoveChannels(ChannelSelection selection) => Channels = selection;
+
+        /// <summary>After channel removal: the weight masks sliced like the weights, and no channels left to remove.</summary>
+        public void SliceTo(ChannelSelection selection, NetworkDefinition original)
+        {
+            if (_kept.Count > 0)
+            {
+                using var scope = NewDisposeScope();
+                var (_, sliced) = ChannelSurgery.Slice(original, _kept, selection);
+                foreach (var (name, value) in sliced.ToList())
+                {
+                    if (!ReferenceEquals(value, _kept[name]))
+                        Set(name, value);
+                }
+            }
+            Channels = null;
+        }
+
         /// <summary>The parameters that have a mask.</summary>
         public IEnumerable<string> Names => _kept.Keys;
 

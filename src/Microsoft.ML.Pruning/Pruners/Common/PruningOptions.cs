@@ -2,6 +2,7 @@
 
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using System.Threading;
 using Microsoft.ML.Pruning.Training;
 
@@ -22,23 +23,11 @@ namespace Microsoft.ML.Pruning.Pruners
     }
 
     /// <summary>
-    /// The options every pruner shares: how much to keep and the light retraining with the masks fixed.
+    /// The options every pruner shares: the retraining (fine-tuning) after pruning, progress and cancellation.
     /// The field initializers are the defaults.
     /// </summary>
     public abstract class PruningOptions
     {
-        /// <summary>
-        /// The fraction of prunable weights (the weights of every Linear and Conv2d layer, not biases) kept, over the
-        /// layers not listed in <see cref="LayerKeptFractions"/>; in (0, 1]. Default: 0.1.
-        /// </summary>
-        public double KeptFraction = 0.1;
-
-        /// <summary>
-        /// Kept fractions of individual layers by their path (e.g. <c>fc1</c>, <c>stage2_0.body.conv1</c>), overriding
-        /// <see cref="KeptFraction"/> and the allocation; 1 leaves a layer untouched. Default: null.
-        /// </summary>
-        public IDictionary<string, double>? LayerKeptFractions;
-
         /// <summary>
         /// The label column of the data passed to <c>Fit</c>, used only for retraining: a key with the model's classes, or
         /// values (e.g. text) equal to the model's class names. Default: null, the label column the model was trained with.
@@ -88,18 +77,6 @@ namespace Microsoft.ML.Pruning.Pruners
         /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> or <see cref="ArgumentException"/> naming the first bad option.</summary>
         internal virtual void Validate()
         {
-            Require(KeptFraction > 0 && KeptFraction <= 1, nameof(KeptFraction), KeptFraction, "must be in (0, 1]");
-            if (LayerKeptFractions is not null)
-            {
-                foreach (var (layer, fraction) in LayerKeptFractions)
-                {
-                    if (!(fraction > 0 && fraction <= 1))
-                    {
-                        throw new ArgumentOutOfRangeException(nameof(LayerKeptFractions), fraction,
-                            $"Options.{nameof(LayerKeptFractions)}['{layer}'] must be in (0, 1]; got {fraction}.");
-                    }
-                }
-            }
             if (LabelColumnName is not null && string.IsNullOrWhiteSpace(LabelColumnName))
                 throw new ArgumentException($"Options.{nameof(LabelColumnName)} must name a column or be null.", nameof(LabelColumnName));
             Require(RetrainIterations >= 0, nameof(RetrainIterations), RetrainIterations, "must be zero or positive");
@@ -135,11 +112,71 @@ namespace Microsoft.ML.Pruning.Pruners
             Schedule = LearningRateSchedule,
         };
 
+        /// <summary>Checks the options that name layers against the network to prune; throws <see cref="ArgumentException"/>
+        /// naming the option and the layers the network has.</summary>
+        internal virtual void ValidateFor(Networks.NetworkDefinition definition)
+        {
+        }
+
+        /// <summary>Checks that every fraction of <paramref name="fractions"/> is in (0, 1].</summary>
+        private protected static void RequireFractions(IDictionary<string, double>? fractions, string option)
+        {
+            if (fractions is null)
+                return;
+            foreach (var (layer, fraction) in fractions)
+            {
+                if (!(fraction > 0 && fraction <= 1))
+                    throw new ArgumentOutOfRangeException(option, fraction, $"Options.{option}['{layer}'] must be in (0, 1]; got {fraction}.");
+            }
+        }
+
         /// <summary>Throws an <see cref="ArgumentOutOfRangeException"/> naming the option when <paramref name="condition"/> fails.</summary>
         private protected static void Require(bool condition, string option, object value, string rule)
         {
             if (!condition)
                 throw new ArgumentOutOfRangeException(option, value, $"Options.{option} {rule}; got {value}.");
+        }
+    }
+
+    /// <summary>
+    /// The options of the pruners that remove individual weights (layer-wise OBS, magnitude): how many weights to keep,
+    /// overall and per layer. The field initializers are the defaults.
+    /// </summary>
+    public abstract class WeightPruningOptions : PruningOptions
+    {
+        /// <summary>
+        /// The fraction of prunable weights (the weights of every Linear and Conv2d layer, not biases) kept, over the
+        /// layers not listed in <see cref="LayerKeptFractions"/>; in (0, 1]. Default: 0.1.
+        /// </summary>
+        public double KeptFraction = 0.1;
+
+        /// <summary>
+        /// Kept fractions of individual layers by their path (e.g. <c>fc1</c>, <c>stage2_0.body.conv1</c>), overriding
+        /// <see cref="KeptFraction"/> and the allocation; 1 leaves a layer untouched. Default: null.
+        /// </summary>
+        public IDictionary<string, double>? LayerKeptFractions;
+
+        internal override void Validate()
+        {
+            Require(KeptFraction > 0 && KeptFraction <= 1, nameof(KeptFraction), KeptFraction, "must be in (0, 1]");
+            RequireFractions(LayerKeptFractions, nameof(LayerKeptFractions));
+            base.Validate();
+        }
+
+        internal override void ValidateFor(Networks.NetworkDefinition definition)
+        {
+            if (LayerKeptFractions is null)
+                return;
+            var prunable = definition.Flatten().Where(l => l.Layer is Networks.LinearLayer or Networks.Conv2dLayer).Select(l => l.Path).ToHashSet(StringComparer.Ordinal);
+            foreach (string name in LayerKeptFractions.Keys)
+            {
+                if (!prunable.Contains(name))
+                {
+                    throw new ArgumentException(
+                        $"Options.{nameof(LayerKeptFractions)} names '{name}', which is not a prunable layer of this {definition.Architecture} model ({string.Join(", ", prunable)}).",
+                        nameof(LayerKeptFractions));
+                }
+            }
         }
     }
 }

@@ -23,6 +23,14 @@ namespace Microsoft.ML.Pruning.Pruners
         public double KeptFraction => Weights == 0 ? 1 : (double)KeptWeights / Weights;
     }
 
+    /// <summary>What a channel pruner did to one group of coupled channels.</summary>
+    /// <param name="Group">The group's name: the path of its first producing layer (e.g. <c>conv3</c>).</param>
+    /// <param name="Layers">Every layer that writes, passes or reads the group's channels.</param>
+    /// <param name="Channels">Channels before pruning.</param>
+    /// <param name="KeptChannels">Channels kept.</param>
+    /// <param name="IsResidual">Whether the channels cross a residual sum (the width of a residual stage).</param>
+    public sealed record ChannelGroupResult(string Group, IReadOnlyList<string> Layers, int Channels, int KeptChannels, bool IsResidual);
+
     /// <summary>What a pruner did: per-layer results and timings. Passed to <see cref="PruningOptions.PruningCompleted"/>.</summary>
     /// <param name="Method">The method, e.g. <c>lobs</c> or <c>magnitude</c>.</param>
     /// <param name="Layers">Every prunable layer, in network order.</param>
@@ -33,6 +41,9 @@ namespace Microsoft.ML.Pruning.Pruners
     public sealed record PruningReport(string Method, IReadOnlyList<LayerPruningResult> Layers, TimeSpan PruningTime, long CalibrationImages,
         long RetrainingSteps, TimeSpan RetrainingTime)
     {
+        /// <summary>Channels kept per group of coupled channels (channel pruners only; null otherwise).</summary>
+        public IReadOnlyList<ChannelGroupResult>? ChannelGroups { get; init; }
+
         /// <summary>Prunable weights of all layers.</summary>
         public long Weights => Layers.Sum(l => l.Weights);
 
@@ -58,6 +69,11 @@ namespace Microsoft.ML.Pruning.Pruners
                 if (layer.RelativeError is double error)
                     text.Append(CultureInfo.InvariantCulture, $", relative error {error:G3}");
                 text.AppendLine(CultureInfo.InvariantCulture, $", {layer.Elapsed.TotalMilliseconds:F0} ms");
+            }
+            foreach (ChannelGroupResult group in ChannelGroups ?? Array.Empty<ChannelGroupResult>())
+            {
+                text.AppendLine(CultureInfo.InvariantCulture,
+                    $"  channels of {group.Group,-22} kept {group.KeptChannels,5} / {group.Channels,5}{(group.IsResidual ? " (residual)" : "")}: {string.Join(", ", group.Layers)}");
             }
             return text.ToString().TrimEnd();
         }

@@ -54,9 +54,9 @@ namespace Microsoft.ML.Pruning.Pruners
     public sealed class LayerwiseObsPruner : PruningEstimatorBase
     {
         /// <summary>Options of <see cref="LayerwiseObsPruner"/>; the field initializers are the defaults.</summary>
-        public sealed class Options : PruningOptions
+        public sealed class Options : WeightPruningOptions
         {
-            /// <summary>How <see cref="PruningOptions.KeptFraction"/> is spread over layers. Default: <see cref="LayerAllocation.Global"/> (by relative OBS saliency).</summary>
+            /// <summary>How <see cref="WeightPruningOptions.KeptFraction"/> is spread over layers. Default: <see cref="LayerAllocation.Global"/> (by relative OBS saliency).</summary>
             public LayerAllocation Allocation = LayerAllocation.Global;
 
             /// <summary>

@@ -34,7 +34,7 @@ namespace Microsoft.ML.Pruning.Pruners
     public sealed class MagnitudePruner : PruningEstimatorBase
     {
         /// <summary>Options of <see cref="MagnitudePruner"/>; the field initializers are the defaults.</summary>
-        public sealed class Options : PruningOptions
+        public sealed class Options : WeightPruningOptions
         {
             /// <summary>Per-layer or global threshold. Default: <see cref="LayerAllocation.Global"/>.</summary>
             public LayerAllocation Allocation = LayerAllocation.Global;

@@ -1,0 +1,202 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Pruning.Networks
+{
+    /// <summary>Which channels of each group a pruned network keeps (ascending indices); groups not listed keep all.</summary>
+    internal sealed class ChannelSelection
+    {
+        public ChannelSelection(IReadOnlyList<(ChannelGroup Group, long[] Kept)> groups)
+        {
+            foreach (var (group, kept) in groups)
+            {
+                if (!group.Prunable && kept.Length != group.Channels)
+                    throw new ArgumentException($"Channel group '{group.Name}' cannot lose channels: {group.UnprunableReason}.");
+                if (kept.Length == 0)
+                    throw new ArgumentException($"Channel group '{group.Name}' must keep at least one channel.");
+                for (int i = 0; i < kept.Length; i++)
+                {
+                    if (kept[i] < 0 || kept[i] >= group.Channels || (i > 0 && kept[i] <= kept[i - 1]))
+                        throw new ArgumentException($"The kept channels of group '{group.Name}' must be distinct, ascending and below {group.Channels}.");
+                }
+            }
+            Groups = groups;
+        }
+
+        public IReadOnlyList<(ChannelGroup Group, long[] Kept)> Groups { get; }
+
+        /// <summary>Whether any group loses a channel.</summary>
+        public bool RemovesAny => Groups.Any(g => g.Kept.Length < g.Group.Channels);
+    }
+
+    /// <summary>
+    /// Removes channels physically: per layer kind, how its definition shrinks and which of its tensors are sliced along
+    /// which dimension, for the channels it writes (and batch norm passes) and for the channels it reads. A layer kind
+    /// missing from the table makes its channel groups fixed; supporting a new kind is one entry.
+    /// </summary>
+    internal static class ChannelSurgery
+    {
+        /// <summary>How one layer kind loses channels.</summary>
+        /// <param name="WithOutputs">The layer with this many output channels (producers and followers), or null when it cannot.</param>
+        /// <param name="WithInputs">The layer with this many inputs (consumers), or null when it cannot.</param>
+        /// <param name="OutputTensors">The tensors indexed by output channel and their dimension.</param>
+        /// <param name="InputTensors">The tensors indexed by input and their dimension.</param>
+        private sealed record Rule(
+            Func<LayerDefinition, int, LayerDefinition>? WithOutputs,
+            Func<LayerDefinition, int, LayerDefinition>? WithInputs,
+            Func<LayerDefinition, (string Tensor, int Dimension)[]> OutputTensors,
+            Func<LayerDefinition, (string Tensor, int Dimension)[]> InputTensors);
+
+        private static readonly (string, int)[] s_none = Array.Empty<(string, int)>();
+
+        private static readonly Dictionary<Type, Rule> s_rules = new()
+        {
+            [typeof(Conv2dLayer)] = new(
+                (l, n) => (Conv2dLayer)l with { OutChannels = n },
+                (l, n) => (Conv2dLayer)l with { InChannels = n },
+                _ => new[] { ("weight", 0), ("bias", 0) },
+                _ => new[] { ("weight", 1) }),
+            [typeof(LinearLayer)] = new(
+                (l, n) => (LinearLayer)l with { OutFeatures = n },
+                (l, n) => (LinearLayer)l with { InFeatures = n },
+                _ => new[] { ("weight", 0), ("bias", 0) },
+                _ => new[] { ("weight", 1) }),
+            [typeof(BatchNorm2dLayer)] = new(
+                (l, n) => (BatchNorm2dLayer)l with { Channels = n },
+                null,
+                _ => new[] { ("weight", 0), ("bias", 0), ("running_mean", 0), ("running_var", 0) },
+                _ => s_none),
+            [typeof(ShiftPointwiseConv2dLayer)] = new(
+                (l, n) => (ShiftPointwiseConv2dLayer)l with { OutChannels = n },
+                (l, n) => (ShiftPointwiseConv2dLayer)l with { InChannels = n },
+                l => ((ShiftPointwiseConv2dLayer)l).Shared ? new[] { ("weight", 0), ("bias", 0) } : new[] { ("weight", 0), ("bias", 0), ("shift", 0) },
+                l => ((ShiftPointwiseConv2dLayer)l).Shared ? new[] { ("weight", 1), ("shift", 0) } : new[] { ("weight", 1), ("shift", 1) }),
+        };
+
+        /// <summary>Whether a layer of this kind can lose channels in <paramref name="role"/>.</summary>
+        public static bool Supports(LayerDefinition layer, ChannelRole role)
+            => s_rules.TryGetValue(layer.GetType(), out Rule? rule) && (role == ChannelRole.Consumer ? rule.WithInputs : rule.WithOutputs) is not null;
+
+        /// <summary>The definition with each group's channel count set to its kept count (shapes only, no weights).</summary>
+        public static NetworkDefinition Resize(NetworkDefinition definition, IEnumerable<(ChannelGroup Group, int Kept)> counts)
+        {
+            var layers = new Dictionary<string, LayerDefinition>(StringComparer.Ordinal);
+            foreach (var (group, kept) in counts)
+            {
+                if (kept == group.Channels)
+                    continue;
+                foreach (ChannelMember member in group.Members)
+                {
+                    Rule rule = s_rules[member.Layer.GetType()];
+                    LayerDefinition current = layers.GetValueOrDefault(member.Path, member.Layer);
+                    layers[member.Path] = member.Role == ChannelRole.Consumer
+                        ? rule.WithInputs!(current, checked(kept * member.BlockSize))
+                        : rule.WithOutputs!(current, kept);
+                }
+            }
+            NetworkDefinition resized = definition with { Layers = NetworkWalker.MapLayers(definition.Layers, (path, layer) => layers.GetValueOrDefault(path, layer)) };
+            resized.Validate();
+            return resized;
+        }
+
+        /// <summary>
+        /// The smaller definition and its tensors: every named tensor of <paramref name="tensors"/> (weights, statistics,
+        /// masks) that a member's rule lists is sliced to the kept channels; the others are passed through as they are.
+        /// New tensors belong to the caller's dispose scope.
+        /// </summary>
+        public static (NetworkDefinition Definition, Dictionary<string, Tensor> Tensors) Slice(NetworkDefinition definition,
+            IReadOnlyDictionary<string, Tensor> tensors, ChannelSelection selection)
+        {
+            var sliced = new Dictionary<string, Tensor>(tensors, StringComparer.Ordinal);
+            var layers = new Dictionary<string, LayerDefinition>(StringComparer.Ordinal);
+            foreach (var (group, kept) in selection.Groups)
+            {
+                if (kept.Length == group.Channels)
+                    continue;
+                Tensor channels = tensor(kept);
+                foreach (ChannelMember member in group.Members)
+                {
+                    Rule rule = s_rules[member.Layer.GetType()];
+                    LayerDefinition current = layers.GetValueOrDefault(member.Path, member.Layer);
+                    bool reads = member.Role == ChannelRole.Consumer;
+                    Tensor index = reads && member.BlockSize > 1
+                        ? (channels.unsqueeze(1) * member.BlockSize + arange(member.BlockSize, dtype: ScalarType.Int64).unsqueeze(0)).flatten()
+                        : channels;
+                    foreach (var (name, dimension) in reads ? rule.InputTensors(current) : rule.OutputTensors(current))
+                    {
+                        string key = member.Path + "." + name;
+                        if (sliced.TryGetValue(key, out Tensor? value))
+                            sliced[key] = value.index_select(dimension, index.to(value.device));
+                    }
+                    layers[member.Path] = reads
+                        ? rule.WithInputs!(current, checked(kept.Length * member.BlockSize))
+                        : rule.WithOutputs!(current, kept.Length);
+                }
+            }
+            NetworkDefinition result = definition with { Layers = NetworkWalker.MapLayers(definition.Layers, (path, layer) => layers.GetValueOrDefault(path, layer)) };
+            result.Validate();
+            return (result, sliced);
+        }
+
+        /// <summary>A new, smaller network with the kept channels of <paramref name="network"/> only (in evaluation mode);
+        /// it computes what <paramref name="network"/> computes with the other channels zeroed (<see cref="ZeroRemoved"/>).</summary>
+        public static ClassifierNetwork Remove(ClassifierNetwork network, ChannelSelection selection)
+        {
+            // The new network is built outside any dispose scope: its modules own tensors that must outlive it.
+            NetworkDefinition definition = Resize(network.Definition, selection.Groups.Select(g => (g.Group, g.Kept.Length)));
+            ClassifierNetwork pruned = ClassifierNetwork.Create(definition, network.Device);
+            try
+            {
+                using var scope = NewDisposeScope();
+                using var noGrad = no_grad();
+                var (_, tensors) = Slice(network.Definition, network.StateDictionary(), selection);
+                foreach (var (name, value) in pruned.StateDictionary())
+                {
+                    if (!tensors.TryGetValue(name, out Tensor? from) || !from.shape.SequenceEqual(value.shape))
+                        throw new InvalidOperationException($"Channel removal left '{name}' without a tensor of shape [{string.Join(",", value.shape)}].");
+                    value.copy_(from);
+                }
+                pruned.Module.eval();
+                return pruned;
+            }
+            catch
+            {
+                pruned.Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>
+        /// Zeroes, in place, everything that writes a removed channel: the producers' rows (weight and bias) and the batch
+        /// norms' scale and shift, so that the channel is exactly zero wherever it is read. This is the masked dense form of
+        /// the selection, which <see cref="Remove"/> computes with fewer channels.
+        /// </summary>
+        public static void ZeroRemoved(ClassifierNetwork network, ChannelSelection selection)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var state = network.StateDictionary();
+            foreach (var (group, kept) in selection.Groups)
+            {
+                long[] removed = Enumerable.Range(0, group.Channels).Select(c => (long)c).Except(kept).ToArray();
+                if (removed.Length == 0)
+                    continue;
+                foreach (ChannelMember member in group.Members.Where(m => m.Role != ChannelRole.Consumer))
+                {
+                    // Producers' rows and batch norms' scale and shift; a batch norm's running statistics may stay.
+                    foreach (string name in new[] { "weight", "bias" })
+                    {
+                        if (state.TryGetValue(member.Path + "." + name, out Tensor? value))
+                            value.index_fill_(0, tensor(removed, device: value.device), 0);
+                    }
+                }
+            }
+            network.ResetCompiledForm();
+        }
+    }
+}
