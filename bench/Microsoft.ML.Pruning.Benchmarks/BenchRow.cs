@@ -42,6 +42,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("bare_images_per_s")] public double? BareImagesPerS { get; set; }
         [JsonPropertyName("evaluate_ratio")] public double? EvaluateRatio { get; set; }
         [JsonPropertyName("width")] public double? Width { get; set; }
+        [JsonPropertyName("backend")] public string? Backend { get; set; }
+        [JsonPropertyName("criterion")] public string? Criterion { get; set; }
+        [JsonPropertyName("target_macs_reduction")] public double? TargetMacsReduction { get; set; }
+        [JsonPropertyName("finetune_epochs")] public int? FinetuneEpochs { get; set; }
     }
 
     internal static class BenchOutput
@@ -54,14 +58,15 @@ namespace Microsoft.ML.Pruning.Benchmarks
 
         /// <summary>
         /// Writes artifacts/bench/&lt;scenario&gt;.json. Rows of earlier runs for another model, method, layer, epoch
-        /// count, quick-ness or width are kept, so a scenario can be run one model (or one training length, or one width) at a time.
+        /// count, quick-ness, width, backend, criterion or MACs target are kept, so a scenario can be run one model (or one training length, or one width) at a time.
         /// </summary>
         public static string Write(string scenario, IReadOnlyList<BenchRow> rows)
         {
             string path = PathOf(scenario);
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
             var merged = new List<BenchRow>(Read(scenario).Where(p => !rows.Any(r => r.Model == p.Model && r.Method == p.Method && r.Layer == p.Layer
-                && r.Epochs == p.Epochs && r.Quick == p.Quick && r.Width == p.Width)));
+                && r.Epochs == p.Epochs && r.Quick == p.Quick && r.Width == p.Width && r.Backend == p.Backend && r.Criterion == p.Criterion
+                && r.TargetMacsReduction == p.TargetMacsReduction)));
             merged.AddRange(rows);
             File.WriteAllText(path, JsonSerializer.Serialize(merged, s_json));
             return path;

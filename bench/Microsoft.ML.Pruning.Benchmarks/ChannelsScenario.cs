@@ -2,11 +2,17 @@
 
 using System;
 using System.Collections.Generic;
+using System.Diagnostics;
+using System.Globalization;
 using System.IO;
 using System.Linq;
 using Microsoft.ML;
+using Microsoft.ML.Data;
 using Microsoft.ML.Pruning.Data;
+using Microsoft.ML.Pruning.MLNet;
 using Microsoft.ML.Pruning.Networks;
+using Microsoft.ML.Pruning.Pruners;
+using Microsoft.ML.Pruning.Reports;
 using Microsoft.ML.Pruning.Training;
 using Microsoft.ML.Transforms;
 
@@ -15,29 +21,188 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// <summary>
     /// Scenario <c>channels</c>: the small VGG and ResNet-20 trained with the <c>train</c> recipe (and, for network
     /// slimming, with its batch-norm scale penalty), pruned to 2× and 4× fewer multiply-accumulates by L1-filter, slimming
-    /// and random channel selection, each fine-tuned with the same budget.
+    /// and random channel selection, each fine-tuned with the same budget; accuracy, size, and the speed of dense and pruned
+    /// models measured interleaved in one run on the compact runtime and on libtorch.
     /// </summary>
     internal static class ChannelsScenario
     {
         /// <summary>The slimming penalty λ of the sparsity-trained models (the paper's VGG value).</summary>
         internal const double SlimmingPenalty = 1e-4;
 
+        /// <summary>Fine-tuning learning rate (cosine to zero), the recipe's rate for the VGG.</summary>
+        private const double FineTuneLearningRate = 0.05;
+
         public static int Run(string[] args)
         {
             bool quick = args.Contains("--quick");
-            bool denseOnly = args.Contains("--dense-only");
             var architectures = ParseModels(args);
             int trainRows = quick ? 4000 : 60000, testRows = quick ? 1000 : 10000;
+            int fineTuneEpochs = Option(args, "--finetune-epochs", quick ? 1 : 5);
+            int roundTo = Option(args, "--round-to", 8);
+            double[] targets = List(args, "--targets", "2,4").Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
+            string[] criteria = List(args, "--criteria", "l1,bn-scale,random");
+            ChannelCriterion[] parsed = criteria.Select(c => c switch
+            {
+                "l1" => ChannelCriterion.L1Norm,
+                "bn-scale" => ChannelCriterion.BatchNormScale,
+                "random" => ChannelCriterion.Random,
+                _ => throw new ArgumentException($"unknown criterion '{c}'; use l1, bn-scale, random"),
+            }).ToArray();
+
+            var rows = new List<BenchRow>();
             foreach (ImageClassifierArchitecture architecture in architectures)
             {
+                string model = Architectures.ShortName(architecture);
                 var ml = new MLContext(seed: 1);
                 IDataView train = ml.Data.Cache(FashionMnist.LoadTrain(ml, trainRows));
-                foreach (bool slimming in new[] { false, true })
-                    DenseModel(ml, train, architecture, slimming, quick);
+                IDataView test = ml.Data.Cache(FashionMnist.LoadTest(ml, testRows));
+                ITransformer dense = DenseModel(ml, train, architecture, slimming: false, quick);
+                ITransformer slim = DenseModel(ml, train, architecture, slimming: true, quick);
+                int denseEpochs = TrainScenario.Recipe(architecture, quick).Epochs;
+
+                var measured = new List<(BenchRow Row, ClassifierNetwork Network)>();
+                BenchRow Measure(ITransformer transformer, string method, string? criterion, double? target, PruningReport? report, double? seconds)
+                {
+                    var metrics = ml.MulticlassClassification.Evaluate(transformer.Transform(test));
+                    string zip = Path.Combine("artifacts", "bench", "models",
+                        $"channels-result-{model}-{method}{(criterion is null ? "" : "-" + criterion)}{(target is double t ? "-" + t.ToString(CultureInfo.InvariantCulture) + "x" : "")}{(quick ? "-quick" : "")}.zip");
+                    ml.Model.Save(transformer, train.Schema, zip);
+                    ImageClassificationTransformer classifier = ((IEnumerable<ITransformer>)transformer).OfType<ImageClassificationTransformer>().Single();
+                    ClassifierNetwork network = classifier.Network;
+                    ModelSummary summary = classifier.GetSummary();
+                    var row = new BenchRow
+                    {
+                        Scenario = "channels",
+                        Model = model,
+                        Method = method,
+                        Quick = quick,
+                        Epochs = denseEpochs,
+                        Accuracy = metrics.MicroAccuracy,
+                        Params = summary.Parameters,
+                        NonZeroParams = summary.NonZeroParameters,
+                        Macs = summary.MultiplyAccumulates,
+                        ZipBytes = new FileInfo(zip).Length,
+                        Criterion = criterion,
+                        TargetMacsReduction = target,
+                        FinetuneEpochs = report is null ? null : fineTuneEpochs,
+                        PruneSeconds = report?.PruningTime.TotalSeconds,
+                        TrainSeconds = seconds,
+                    };
+                    Console.WriteLine(FormattableString.Invariant(
+                        $"  {method} {criterion} {target}: accuracy {row.Accuracy:P2}, params {row.Params:N0}, MACs {row.Macs:N0}, zip {row.ZipBytes:N0} B"));
+                    if (report is not null)
+                        Console.WriteLine(report);
+                    measured.Add((row, network));
+                    return row;
+                }
+
+                Console.WriteLine($"== {model}: dense models");
+                BenchRow denseRow = Measure(dense, "dense", null, null, null, null);
+                if (parsed.Contains(ChannelCriterion.BatchNormScale))
+                    Measure(slim, "dense-slimming", null, null, null, null);
+
+                var pruned = new List<ITransformer>();
+                foreach (double target in targets)
+                {
+                    foreach (ChannelCriterion criterion in parsed)
+                    {
+                        string name = ChannelPruner.CriterionName(criterion);
+                        Console.WriteLine($"== {model}: {name} at {target}x fewer MACs, {fineTuneEpochs} fine-tuning epochs");
+                        PruningReport? report = null;
+                        var clock = Stopwatch.StartNew();
+                        ITransformer result = ml.Transforms.PruneChannels(criterion == ChannelCriterion.BatchNormScale ? slim : dense, new ChannelPruner.Options
+                        {
+                            Criterion = criterion,
+                            MacsReduction = target,
+                            RoundChannelsTo = roundTo,
+                            RetrainEpochs = fineTuneEpochs,
+                            LearningRate = FineTuneLearningRate,
+                            PruningCompleted = r => report = r,
+                        }).Fit(train);
+                        pruned.Add(result);
+                        Measure(result, "channels", name, target, report, clock.Elapsed.TotalSeconds);
+                    }
+                }
+
+                Console.WriteLine($"== {model}: speed of every model on both runtimes, interleaved");
+                rows.AddRange(TimeInterleaved(measured, denseRow, quick));
             }
-            if (denseOnly)
-                return 0;
-            throw new NotSupportedException("only --dense-only so far");
+
+            Table.Print(
+                new[] { "model", "method", "criterion", "target", "backend", "test acc", "Δ vs dense", "params", "MACs", "MACs ÷", "zip bytes", "b1 ms", "b1 ×", "b256 img/s", "b256 ×" },
+                rows.Select(r =>
+                {
+                    double? denseAccuracy = rows.First(d => d.Model == r.Model && d.Method == "dense").Accuracy;
+                    return (IReadOnlyList<string>)new[]
+                    {
+                        r.Model, r.Method, r.Criterion ?? "-", Table.Format(r.TargetMacsReduction, "0.#"), r.Backend ?? "-",
+                        Table.Format(r.Accuracy * 100, "0.00"), Table.Format((r.Accuracy - denseAccuracy) * 100, "+0.00;-0.00;0.00"),
+                        Table.Format(r.Params), Table.Format(r.Macs), Table.Format(r.MacsRatio, "0.00"), Table.Format(r.ZipBytes),
+                        Table.Format(r.LatencyB1Ms, "0.000"), Table.Format(r.SpeedupB1, "0.00"), Table.Format(r.ThroughputB256, "0"), Table.Format(r.SpeedupB256, "0.00"),
+                    };
+                }));
+            Console.WriteLine("wrote " + BenchOutput.Write("channels", rows));
+            return 0;
+        }
+
+        /// <summary>
+        /// Batch-1 latency and batch-256 throughput of every model on the compact runtime and on libtorch, taken in turns
+        /// so that the machine's slow stretches hit every model alike; speedups are per turn against the dense model on the
+        /// same runtime, then the median. One row per model and runtime.
+        /// </summary>
+        private static IEnumerable<BenchRow> TimeInterleaved(List<(BenchRow Row, ClassifierNetwork Network)> models, BenchRow dense, bool quick)
+        {
+            var (single, batch) = InferenceTiming.Inputs(models[0].Network.Definition.Input);
+            var backends = new[] { InferenceBackend.Compact, InferenceBackend.LibTorch };
+            int turns = quick ? 3 : 7, latencyCalls = quick ? 20 : 60, batchCalls = quick ? 1 : 3;
+            var latency = new Dictionary<(int, InferenceBackend), List<double>>();
+            var throughput = new Dictionary<(int, InferenceBackend), List<double>>();
+            for (int turn = -1; turn < turns; turn++)
+            {
+                for (int m = 0; m < models.Count; m++)
+                {
+                    foreach (InferenceBackend backend in backends)
+                    {
+                        ClassifierNetwork network = models[m].Network;
+                        network.Backend = backend;
+                        for (int i = 0; i < 3; i++)
+                            InferenceTiming.Time(network, single);
+                        double b1 = InferenceTiming.Median(Enumerable.Range(0, latencyCalls).Select(_ => InferenceTiming.Time(network, single)).ToArray());
+                        InferenceTiming.Time(network, batch);
+                        double b256 = InferenceTiming.Median(Enumerable.Range(0, batchCalls).Select(_ => 256 / (InferenceTiming.Time(network, batch) / 1000)).ToArray());
+                        if (turn < 0)
+                            continue; // warm-up turn
+                        (latency.TryGetValue((m, backend), out var l) ? l : latency[(m, backend)] = new List<double>()).Add(b1);
+                        (throughput.TryGetValue((m, backend), out var t) ? t : throughput[(m, backend)] = new List<double>()).Add(b256);
+                    }
+                }
+            }
+            int denseIndex = models.FindIndex(m => ReferenceEquals(m.Row, dense));
+            for (int m = 0; m < models.Count; m++)
+            {
+                foreach (InferenceBackend backend in backends)
+                {
+                    models[m].Network.Backend = InferenceBackend.Compact;
+                    BenchRow source = models[m].Row;
+                    var l = latency[(m, backend)];
+                    var t = throughput[(m, backend)];
+                    var dl = latency[(denseIndex, backend)];
+                    var dt = throughput[(denseIndex, backend)];
+                    yield return new BenchRow
+                    {
+                        Scenario = source.Scenario, Model = source.Model, Method = source.Method, Quick = source.Quick, Epochs = source.Epochs,
+                        Accuracy = source.Accuracy, Params = source.Params, NonZeroParams = source.NonZeroParams, Macs = source.Macs, ZipBytes = source.ZipBytes,
+                        Criterion = source.Criterion, TargetMacsReduction = source.TargetMacsReduction, FinetuneEpochs = source.FinetuneEpochs,
+                        PruneSeconds = source.PruneSeconds, TrainSeconds = source.TrainSeconds,
+                        Backend = backend == InferenceBackend.Compact ? "compact" : "libtorch",
+                        MacsRatio = (double)dense.Macs! / source.Macs!,
+                        LatencyB1Ms = InferenceTiming.Median(l.ToArray()),
+                        ThroughputB256 = InferenceTiming.Median(t.ToArray()),
+                        SpeedupB1 = InferenceTiming.Median(l.Select((v, i) => dl[i] / v).ToArray()),
+                        SpeedupB256 = InferenceTiming.Median(t.Select((v, i) => v / dt[i]).ToArray()),
+                    };
+                }
+            }
         }
 
         /// <summary>
@@ -67,17 +232,24 @@ namespace Microsoft.ML.Pruning.Benchmarks
             return model;
         }
 
-        private static IReadOnlyList<ImageClassifierArchitecture> ParseModels(string[] args)
+        private static int Option(string[] args, string name, int fallback)
         {
-            int index = Array.IndexOf(args, "--models");
-            if (index < 0 || index + 1 >= args.Length)
-                return new[] { ImageClassifierArchitecture.VggSmall, ImageClassifierArchitecture.ResNet20 };
-            return args[index + 1].Split(',').Select(name => name switch
+            int index = Array.IndexOf(args, name);
+            return index >= 0 && index + 1 < args.Length ? int.Parse(args[index + 1], CultureInfo.InvariantCulture) : fallback;
+        }
+
+        private static string[] List(string[] args, string name, string fallback)
+        {
+            int index = Array.IndexOf(args, name);
+            return (index >= 0 && index + 1 < args.Length ? args[index + 1] : fallback).Split(',');
+        }
+
+        private static IReadOnlyList<ImageClassifierArchitecture> ParseModels(string[] args)
+            => List(args, "--models", "vgg-small,resnet20").Select(name => name switch
             {
                 "vgg-small" => ImageClassifierArchitecture.VggSmall,
                 "resnet20" => ImageClassifierArchitecture.ResNet20,
                 _ => throw new ArgumentException($"unknown model '{name}'; the channels scenario runs vgg-small and resnet20"),
             }).ToArray();
-        }
     }
 }
