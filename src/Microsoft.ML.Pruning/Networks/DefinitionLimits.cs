@@ -105,8 +105,8 @@ namespace Microsoft.ML.Pruning.Networks
                         throw new InvalidOperationException($"Field 'Body' of layer '{layer.Name}' is missing.");
                     if (block.Shortcut is null)
                         throw new InvalidOperationException($"Field 'Shortcut' of layer '{layer.Name}' is missing.");
-                    CheckLayers(block.Body, layer.Name + ".Body", depth + 1, ref count);
-                    CheckLayers(block.Shortcut, layer.Name + ".Shortcut", depth + 1, ref count);
+                    CheckLayers(block.Body, $"{path}/{layer.Name}.Body", depth + 1, ref count);
+                    CheckLayers(block.Shortcut, $"{path}/{layer.Name}.Shortcut", depth + 1, ref count);
                 }
             }
         }
