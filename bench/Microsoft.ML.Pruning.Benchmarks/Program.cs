@@ -17,6 +17,7 @@ if (args.Length == 0 || args[0] is "-h" or "--help")
     Console.WriteLine("       bench sal [--quick] [--models vgg-small,resnet20] [--methods shift,shift-attention,shift-attention-shared] [--epochs N] [--temperature T_init,T_final] [--fine-tune N] [--train-rows N] [--test-rows N] [--widths 1,1.5,2,3]");
     Console.WriteLine("       bench lobs [--quick] [--models lenet300,lenet5]");
     Console.WriteLine("       bench runtime [--quick] [--models vgg-small,lenet300,fc784x300] [--train-rows N]");
+    Console.WriteLine("       bench fuzz [--files N] [--seed S]");
     return args.Length == 0 ? 2 : 0;
 }
 
@@ -31,6 +32,8 @@ switch (args[0])
         return RuntimeScenario.Run(args);
     case "lobs":
         return LobsScenario.Run(quick, args.Contains("--models") ? ParseModels(args) : null);
+    case "fuzz":
+        return FuzzScenario.Run(args);
     case "verify-load":
         return TrainScenario.VerifyLoad(args[1], args[2], int.Parse(args[3], CultureInfo.InvariantCulture));
     default:

@@ -182,7 +182,7 @@ namespace Microsoft.ML.Pruning.MLNet
                 weights = memory.ToArray();
             }
             var keyValuesType = (VectorDataViewType)_labelColumn.Annotations.Schema[AnnotationUtils.Kinds.KeyValues].Type;
-            byte[] labels = InvokeGeneric<byte[]>(LabelValuesBytes<int>, keyValuesType.ItemType.RawType, Host);
+            byte[] labels = InvokeGeneric<byte[]>(LabelValuesBytes<int>, keyValuesType.ItemType.RawType, keyValuesType);
 
             string[] names = { FeatureColumnName, ScoreColumnName, PredictedLabelColumnName, _labelColumn.Name };
             foreach (string name in names)
@@ -194,18 +194,11 @@ namespace Microsoft.ML.Pruning.MLNet
             ctx.SaveBinaryStream(WeightsStreamName, writer => writer.Write(weights));
         }
 
-        private byte[] LabelValuesBytes<T>(IHost host)
+        private byte[] LabelValuesBytes<T>(VectorDataViewType type)
         {
             VBuffer<T> values = default;
             _labelColumn.Annotations.GetValue(AnnotationUtils.Kinds.KeyValues, ref values);
-            var column = _labelColumn.Annotations.Schema[AnnotationUtils.Kinds.KeyValues];
-            return ModelFileLimits.WriteLabelValues(values.DenseValues().ToArray(), (VectorDataViewType)column.Type, (type, buffer, stream) =>
-            {
-                var saver = new BinarySaver(host, new BinarySaver.Arguments());
-                var vector = (VBuffer<T>)buffer;
-                if (!saver.TryWriteTypeAndValue(stream, type, ref vector, out _))
-                    throw host.Except($"Label values of type {type} cannot be saved.");
-            });
+            return ModelFileLimits.WriteLabelValues(values.DenseValues().ToArray(), type);
         }
 
         /// <summary>Calls the generic method behind <paramref name="method"/> with its type argument replaced by <paramref name="type"/>.</summary>
@@ -270,16 +263,7 @@ namespace Microsoft.ML.Pruning.MLNet
             if (!seal.AsSpan().SequenceEqual(sealedPart.Seal(names)))
                 throw new ModelFileException($"{modelEntry}: field 'seal' (SHA-256 of the column names, label values and entry checksums) does not match: the file is damaged.");
 
-            var (keyValuesType, value) = ModelFileLimits.ReadLabelValues(sealedPart.LabelValues, modelEntry, bytes =>
-            {
-                var saver = new BinarySaver(env, new BinarySaver.Arguments());
-                if (!saver.TryLoadTypeAndValue(new MemoryStream(bytes, writable: false), out DataViewType type, out object read)
-                    || type is not VectorDataViewType vector || read is null)
-                {
-                    throw new ModelFileException($"{modelEntry}: field 'label values' is damaged.");
-                }
-                return (vector, read);
-            });
+            var (keyValuesType, value) = ModelFileLimits.ReadLabelValues(sealedPart.LabelValues, modelEntry);
             DataViewSchema.DetachedColumn labelColumn = DetachedLabel(names[3], keyValuesType, value);
 
             byte[] json = ReadEntry(ctx, DefinitionStreamName, jsonEntry, DefinitionLimits.MaxJsonBytes, sealedPart.JsonLength, sealedPart.JsonSha256);
@@ -290,8 +274,9 @@ namespace Microsoft.ML.Pruning.MLNet
             return Build(env, definition, reader, weightsEntry, names, labelColumn);
         }
 
-        /// <summary>Loads version 0x00010001 files: the label values through ML.NET's BinarySaver (from a bounded copy of the
-        /// rest of the model stream), the entries bounded in size but without checksums.</summary>
+        /// <summary>Loads version 0x00010001 files: the label values, which that version wrote with ML.NET's BinarySaver, read
+        /// by the library's own strict reader of that layout (ML.NET's codecs spin or allocate without bound on hostile
+        /// headers); the entries bounded in size, but without checksums.</summary>
         private static ImageClassificationTransformer LoadInitial(IHostEnvironment env, ModelLoadContext ctx, string modelEntry, string jsonEntry, string weightsEntry)
         {
             // *** Binary format (0x00010001) ***
@@ -310,13 +295,7 @@ namespace Microsoft.ML.Pruning.MLNet
             if (left <= 0 || left > ModelFileLimits.MaxLabelBytes)
                 throw new ModelFileException($"{modelEntry}: field 'label values' has {left} bytes; it must have 1 to {ModelFileLimits.MaxLabelBytes}.");
             byte[] block = ModelFileLimits.ReadBytes(ctx.Reader, (int)left, modelEntry, "label values");
-            var saver = new BinarySaver(env, new BinarySaver.Arguments());
-            if (!saver.TryLoadTypeAndValue(new MemoryStream(block, writable: false), out DataViewType type, out object value)
-                || type is not VectorDataViewType keyValuesType || value is null
-                || keyValuesType.Size < 2 || keyValuesType.Size > DefinitionLimits.MaxActivation)
-            {
-                throw new ModelFileException($"{modelEntry}: field 'label values' is missing or damaged.");
-            }
+            var (keyValuesType, value) = ModelFileLimits.ReadBinarySaverLabelValues(block, modelEntry);
             DataViewSchema.DetachedColumn labelColumn = DetachedLabel(names[3], keyValuesType, value);
             byte[] json = ReadEntry(ctx, DefinitionStreamName, jsonEntry, DefinitionLimits.MaxJsonBytes, null, null);
             NetworkDefinition definition = ParseDefinition(json, jsonEntry, keyValuesType.Size, modelEntry);
@@ -345,16 +324,23 @@ namespace Microsoft.ML.Pruning.MLNet
             if (zipped > max)
                 throw new ModelFileException($"{entry}: the zip declares {zipped} bytes; at most {max} are allowed.");
             byte[]? bytes = null;
-            if (!ctx.TryLoadBinaryStream(name, reader =>
+            bool found;
+            try
             {
-                Stream stream = reader.BaseStream;
-                if (stream.Length > max)
-                    throw new ModelFileException($"{entry}: it holds {stream.Length} bytes; at most {max} are allowed.");
-                bytes = ModelFileLimits.ReadBytes(reader, (int)stream.Length, entry, "content");
-            }) || bytes is null)
-            {
-                throw new ModelFileException($"The model file lacks the image classifier's '{entry}' entry.");
+                found = ctx.TryLoadBinaryStream(name, reader =>
+                {
+                    Stream stream = reader.BaseStream;
+                    if (stream.Length > max)
+                        throw new ModelFileException($"{entry}: it holds {stream.Length} bytes; at most {max} are allowed.");
+                    bytes = ModelFileLimits.ReadBytes(reader, (int)stream.Length, entry, "content");
+                });
             }
+            catch (Exception ex) when (ex is InvalidDataException or IOException or NotSupportedException)
+            {
+                throw new ModelFileException($"{entry}: it cannot be extracted from the zip ({ex.Message}).", ex);
+            }
+            if (!found || bytes is null)
+                throw new ModelFileException($"The model file lacks the image classifier's '{entry}' entry.");
             if (length is long expected && bytes.Length != expected)
                 throw new ModelFileException($"{entry}: it holds {bytes.Length} bytes, but Model.key records {expected}: the file is damaged.");
             if (sha256 is not null && !SHA256.HashData(bytes).AsSpan().SequenceEqual(sha256))
@@ -611,11 +597,11 @@ namespace Microsoft.ML.Pruning.MLNet
 
         // *** Label values format ***
         // byte: item kind (0 = text, 1 = Single, 2 = Double, 3 = SByte, 4 = Byte, 5 = Int16, 6 = UInt16, 7 = Int32,
-        //       8 = UInt32, 9 = Int64, 10 = UInt64, 11 = Boolean; 255 = another type, as ML.NET's BinarySaver type and value)
+        //       8 = UInt32, 9 = Int64, 10 = UInt64, 11 = Boolean)
         // int: count (2 to DefinitionLimits.MaxActivation)
         // per value: text: int byte length (0 to MaxLabelTextBytes), then UTF-8; numbers: little-endian; Boolean: byte 0 or 1
         // Nothing follows the last value.
-        private const byte Text = 0, Other = 255;
+        private const byte Text = 0;
 
         private static readonly Type[] s_kinds =
         {
@@ -705,26 +691,20 @@ namespace Microsoft.ML.Pruning.MLNet
             }
         }
 
-        /// <summary>The label values in the format above; <paramref name="binarySaver"/> writes item types it does not cover.</summary>
-        public static byte[] WriteLabelValues<T>(T[] values, VectorDataViewType type, Action<VectorDataViewType, object, Stream> binarySaver)
+        /// <summary>The label values in the format above.</summary>
+        /// <exception cref="InvalidOperationException">The item type is not text, a number or Boolean, or a class name is too long.</exception>
+        public static byte[] WriteLabelValues<T>(T[] values, VectorDataViewType type)
         {
+            int kind = Array.IndexOf(s_kinds, typeof(T));
+            if (kind < 0)
+                throw new InvalidOperationException($"Label values of type {type.ItemType} cannot be saved: model files hold text, numeric or Boolean class values.");
             using var memory = new MemoryStream();
             using (var writer = new BinaryWriter(memory, Encoding.UTF8, leaveOpen: true))
             {
-                int kind = Array.IndexOf(s_kinds, typeof(T));
-                if (kind < 0)
-                {
-                    writer.Write(Other);
-                    writer.Flush();
-                    binarySaver(type, new VBuffer<T>(values.Length, values), memory);
-                }
-                else
-                {
-                    writer.Write((byte)kind);
-                    writer.Write(values.Length);
-                    foreach (T value in values)
-                        WriteValue(writer, value);
-                }
+                writer.Write((byte)kind);
+                writer.Write(values.Length);
+                foreach (T value in values)
+                    WriteValue(writer, value);
             }
             return memory.ToArray();
         }
@@ -756,18 +736,10 @@ namespace Microsoft.ML.Pruning.MLNet
         }
 
         /// <summary>Reads label values written by <see cref="WriteLabelValues"/>: the key values type and a boxed VBuffer.</summary>
-        public static (VectorDataViewType Type, object Value) ReadLabelValues(byte[] block, string entry,
-            Func<byte[], (VectorDataViewType Type, object Value)> binarySaver)
+        public static (VectorDataViewType Type, object Value) ReadLabelValues(byte[] block, string entry)
         {
             const string field = "label values";
             byte kind = block[0];
-            if (kind == Other)
-            {
-                var (type, value) = binarySaver(block[1..]);
-                if (type.Size < 2 || type.Size > DefinitionLimits.MaxActivation)
-                    throw new ModelFileException($"{entry}: field '{field}' holds {type.Size} values; it must hold 2 to {DefinitionLimits.MaxActivation}.");
-                return (type, value);
-            }
             if (kind >= s_kinds.Length)
                 throw new ModelFileException($"{entry}: field '{field}' has unknown item kind {kind}.");
             using var reader = new BinaryReader(new MemoryStream(block, 1, block.Length - 1, writable: false));
@@ -804,6 +776,109 @@ namespace Microsoft.ML.Pruning.MLNet
             catch (EndOfStreamException ex)
             {
                 throw new ModelFileException($"{entry}: field '{field}' is cut short.", ex);
+            }
+        }
+
+        /// <summary>The codec names ML.NET's BinarySaver writes for the item kinds above (Boolean excepted).</summary>
+        private static readonly string[] s_codecNames =
+        {
+            "TextSpan", "Single", "Double", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64",
+        };
+
+        /// <summary>
+        /// Reads label values that format 0x00010001 wrote with ML.NET's BinarySaver — exactly the layout it writes for a dense
+        /// vector of text or numbers, every field bounded — without running ML.NET's codecs on untrusted bytes.
+        /// </summary>
+        /// <remarks>
+        /// Layout: string "VBuffer"; 7-bit parameter length; string item codec name; 7-bit 0; int 1 (dimensions); int N;
+        /// then int 1 (vectors), int N (size), int -1 (dense), int 0 (indices); then for text int N, N end boundaries in
+        /// characters (high bit: missing), and the characters as one length-prefixed UTF-8 string; for numbers N little-endian
+        /// values. Nothing follows.
+        /// </remarks>
+        public static (VectorDataViewType Type, object Value) ReadBinarySaverLabelValues(byte[] block, string entry)
+        {
+            const string field = "label values";
+            using var reader = new BinaryReader(new MemoryStream(block, writable: false), Encoding.UTF8);
+            void Expect(bool condition, string what)
+            {
+                if (!condition)
+                    throw new ModelFileException($"{entry}: field '{field}' is damaged or of a layout this library does not read: {what}.");
+            }
+            string Name()
+            {
+                int length = reader.Read7BitEncodedInt();
+                Expect(length >= 1 && length <= 64, $"a codec name of {length} bytes");
+                return Encoding.UTF8.GetString(ReadBytes(reader, length, entry, field));
+            }
+            try
+            {
+                Expect(Name() == "VBuffer", "the codec is not VBuffer");
+                int parameters = reader.Read7BitEncodedInt();
+                long start = reader.BaseStream.Position;
+                int kind = Array.IndexOf(s_codecNames, Name());
+                Expect(kind >= 0, "the item codec is not text or a number");
+                Expect(reader.Read7BitEncodedInt() == 0, "the item codec has parameters");
+                Expect(reader.ReadInt32() == 1, "the vector does not have one dimension");
+                int count = reader.ReadInt32();
+                Expect(count >= 2 && count <= DefinitionLimits.MaxActivation, $"{count} values");
+                Expect(reader.BaseStream.Position - start == parameters, "the codec parameters have another length");
+                Expect(reader.ReadInt32() == 1 && reader.ReadInt32() == count && reader.ReadInt32() == -1 && reader.ReadInt32() == 0,
+                    "the value is not one dense vector of the declared size");
+                object value;
+                if (kind == Text)
+                {
+                    Expect(reader.ReadInt32() == count, "the text block has another number of entries");
+                    Expect((long)count * 4 <= block.Length - reader.BaseStream.Position, $"{count} text boundaries");
+                    var ends = new int[count];
+                    for (int i = 0, previous = 0; i < count; i++)
+                    {
+                        ends[i] = reader.ReadInt32() & 0x7FFFFFFF;
+                        Expect(ends[i] >= previous, "text boundaries decrease");
+                        previous = ends[i];
+                    }
+                    int bytes = reader.Read7BitEncodedInt();
+                    string text;
+                    try
+                    {
+                        text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(ReadBytes(reader, bytes, entry, field));
+                    }
+                    catch (ArgumentException ex)
+                    {
+                        throw new ModelFileException($"{entry}: field '{field}' is not valid UTF-8.", ex);
+                    }
+                    Expect(text.Length == ends[^1], "the text has another length than its boundaries say");
+                    var values = new ReadOnlyMemory<char>[count];
+                    for (int i = 0, begin = 0; i < count; begin = ends[i], i++)
+                        values[i] = text.AsMemory(begin, ends[i] - begin);
+                    value = new VBuffer<ReadOnlyMemory<char>>(count, values);
+                }
+                else
+                {
+                    Expect((long)count * s_sizes[kind] <= block.Length - reader.BaseStream.Position, $"{count} values");
+                    value = kind switch
+                    {
+                        1 => Read(reader, count, r => r.ReadSingle()),
+                        2 => Read(reader, count, r => r.ReadDouble()),
+                        3 => Read(reader, count, r => r.ReadSByte()),
+                        4 => Read(reader, count, r => r.ReadByte()),
+                        5 => Read(reader, count, r => r.ReadInt16()),
+                        6 => Read(reader, count, r => r.ReadUInt16()),
+                        7 => Read(reader, count, r => r.ReadInt32()),
+                        8 => Read(reader, count, r => r.ReadUInt32()),
+                        9 => Read(reader, count, r => r.ReadInt64()),
+                        _ => (object)Read(reader, count, r => r.ReadUInt64()),
+                    };
+                }
+                Expect(reader.BaseStream.Position == block.Length, $"{block.Length - reader.BaseStream.Position} bytes follow the values");
+                return (new VectorDataViewType((PrimitiveDataViewType)s_types[kind], count), value);
+            }
+            catch (EndOfStreamException ex)
+            {
+                throw new ModelFileException($"{entry}: field '{field}' is cut short.", ex);
+            }
+            catch (FormatException ex) when (ex is not ModelFileException)
+            {
+                throw new ModelFileException($"{entry}: field '{field}' has a damaged length ({ex.Message}).", ex);
             }
         }
 
