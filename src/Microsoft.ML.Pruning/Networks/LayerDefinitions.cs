@@ -73,9 +73,9 @@ namespace Microsoft.ML.Pruning.Networks
             for (int i = 0; i < layer.Mean.Length; i++)
             {
                 if (!float.IsFinite(layer.Mean[i]) || Math.Abs(layer.Mean[i]) > DefinitionLimits.MaxAbsValue)
-                    throw new InvalidOperationException($"Layer '{layer.Name}' (NormalizeLayer) has Mean[{i}] = {layer.Mean[i]}; it must be finite, at most {DefinitionLimits.MaxAbsValue} in magnitude.");
+                    throw new InvalidOperationException(FormattableString.Invariant($"Layer '{layer.Name}' (NormalizeLayer) has Mean[{i}] = {layer.Mean[i]}; it must be finite, at most {DefinitionLimits.MaxAbsValue} in magnitude."));
                 if (!(layer.Std[i] > 0) || !float.IsFinite(layer.Std[i]) || !float.IsFinite(1f / layer.Std[i]))
-                    throw new InvalidOperationException($"Layer '{layer.Name}' (NormalizeLayer) has Std[{i}] = {layer.Std[i]}; it must be finite and greater than 0.");
+                    throw new InvalidOperationException(FormattableString.Invariant($"Layer '{layer.Name}' (NormalizeLayer) has Std[{i}] = {layer.Std[i]}; it must be finite and greater than 0."));
             }
         }
     }

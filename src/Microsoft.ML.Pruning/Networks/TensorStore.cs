@@ -66,8 +66,8 @@ namespace Microsoft.ML.Pruning.Networks
                     int bad = IndexOfOutOfRange(values);
                     if (bad >= 0)
                     {
-                        throw new InvalidOperationException(
-                            $"Tensor '{name}' has value {values[bad]} at index {bad}; only finite values of magnitude at most {DefinitionLimits.MaxAbsValue} can be saved.");
+                        throw new InvalidOperationException(FormattableString.Invariant(
+                            $"Tensor '{name}' has value {values[bad]} at index {bad}; only finite values of magnitude at most {DefinitionLimits.MaxAbsValue} can be saved."));
                     }
                     if (IsSmallerAsBitmask(values))
                     {
@@ -263,13 +263,13 @@ namespace Microsoft.ML.Pruning.Networks
         {
             int bad = IndexOfOutOfRange(values);
             if (bad >= 0)
-                throw new FormatException($"Tensor '{name}' has value {values[bad]} at index {bad}; stored values must be finite, at most {DefinitionLimits.MaxAbsValue} in magnitude.");
+                throw new FormatException(FormattableString.Invariant($"Tensor '{name}' has value {values[bad]} at index {bad}; stored values must be finite, at most {DefinitionLimits.MaxAbsValue} in magnitude."));
             if (expectation?.Constraint == TensorConstraint.NonNegative)
             {
                 for (int i = 0; i < values.Length; i++)
                 {
                     if (values[i] < 0)
-                        throw new FormatException($"Tensor '{name}' has value {values[i]} at index {i}; it must be at least 0.");
+                        throw new FormatException(FormattableString.Invariant($"Tensor '{name}' has value {values[i]} at index {i}; it must be at least 0."));
                 }
             }
         }
