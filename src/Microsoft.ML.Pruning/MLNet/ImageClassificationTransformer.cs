@@ -244,7 +244,21 @@ namespace Microsoft.ML.Pruning.MLNet
         /// <summary>Loads the current format: every field bounded, every entry's length and SHA-256 checked before it is parsed.</summary>
         private static ImageClassificationTransformer LoadSealed(IHostEnvironment env, ModelLoadContext ctx, string modelEntry, string jsonEntry, string weightsEntry)
         {
-            // *** Binary format ***: see SaveModel.
+            // *** Binary format (0x00010002) ***
+            // int: id of feature column name
+            // int: id of score column name
+            // int: id of predicted label column name
+            // int: id of label column name
+            // int: byte length L of the label values (at most ModelFileLimits.MaxLabelBytes)
+            // L bytes: the label values (ModelFileLimits.WriteLabelValues: item kind, count, values)
+            // long: byte length of Network.json (at most DefinitionLimits.MaxJsonBytes); 32 bytes: its SHA-256
+            // long: byte length of Weights.bin; 32 bytes: its SHA-256
+            // 32 bytes: SHA-256 of the four column names, the label values and the four fields above (ModelFileLimits.Seal)
+            // stream Network.json: the NetworkDefinition as UTF-8 JSON
+            // stream Weights.bin: the weights (TensorStore format), their names, types and shapes those Network.json implies
+            //
+            // Version 0x00010001 (still read, by LoadInitial): the four ids, then the label values as ML.NET's BinarySaver
+            // type and value; no lengths or checksums.
             string[] names = new string[4];
             string[] fields = { "feature column name", "score column name", "predicted label column name", "label column name" };
             for (int i = 0; i < names.Length; i++)
