@@ -171,6 +171,15 @@ namespace Microsoft.ML.Pruning.MLNet
             //
             // Version 0x00010001 (still read): the four ids, then the label values as ML.NET's BinarySaver type and value;
             // no lengths or checksums.
+            try
+            {
+                // What the loader refuses is not written.
+                DefinitionLimits.Check(Network.Definition);
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw new InvalidOperationException($"The network cannot be saved: {ex.Message}", ex);
+            }
             byte[] json = Encoding.UTF8.GetBytes(Network.Definition.ToJson());
             if (json.Length > DefinitionLimits.MaxJsonBytes)
                 throw Host.Except($"The network definition takes {json.Length} bytes; model files hold at most {DefinitionLimits.MaxJsonBytes}.");
