@@ -18,6 +18,7 @@ if (args.Length == 0 || args[0] is "-h" or "--help")
     Console.WriteLine("       bench lobs [--quick] [--models lenet300,lenet5]");
     Console.WriteLine("       bench channels [--quick] [--models vgg-small,resnet20] [--targets 2,4] [--criteria l1,bn-scale,random] [--finetune-epochs N] [--round-to N]");
     Console.WriteLine("       bench runtime [--quick] [--models vgg-small,lenet300,fc784x300] [--train-rows N]");
+    Console.WriteLine("       bench fuzz [--files N] [--seed S]");
     return args.Length == 0 ? 2 : 0;
 }
 
@@ -34,6 +35,8 @@ switch (args[0])
         return ChannelsScenario.Run(args);
     case "lobs":
         return LobsScenario.Run(quick, args.Contains("--models") ? ParseModels(args) : null);
+    case "fuzz":
+        return FuzzScenario.Run(args);
     case "verify-load":
         return TrainScenario.VerifyLoad(args[1], args[2], int.Parse(args[3], CultureInfo.InvariantCulture));
     default:

@@ -122,5 +122,21 @@ namespace Microsoft.ML.Pruning.MLNet
                 (ref VBuffer<ReadOnlyMemory<char>> destination) => destination = new VBuffer<ReadOnlyMemory<char>>(classes, names));
             return new DataViewSchema.DetachedColumn(label.Name, label.Type, annotations.ToAnnotations());
         }
+
+        /// <summary>
+        /// The uncompressed length the zip declares for entry <paramref name="name"/> of the folder <paramref name="ctx"/> reads,
+        /// or null when there is no such entry. ML.NET extracts an entry whole when it is opened; this lets the loader refuse an
+        /// oversized one first.
+        /// </summary>
+        public static long? DeclaredEntryLength(ModelLoadContext ctx, string name)
+        {
+            if (ctx.Repository is not RepositoryReader repository)
+                return null;
+            char separator = System.IO.Path.DirectorySeparatorChar;
+            string path = (string.IsNullOrEmpty(ctx.Directory) ? name : ctx.Directory + "/" + name).Replace('\\', separator).Replace('/', separator);
+            if (repository._entries.TryGetValue(path, out var entry) || repository._entries.TryGetValue(path.Replace('/', '\\'), out entry))
+                return entry.Length;
+            return null;
+        }
     }
 }

@@ -184,39 +184,54 @@ namespace Microsoft.ML.Pruning.Networks
         }
 
         /// <summary>Writes the weights (see <see cref="TensorStore"/> for the format).</summary>
+        /// <exception cref="InvalidOperationException">A weight is not finite (or beyond 1e10 in magnitude); the message names the tensor.</exception>
         public void SaveWeights(BinaryWriter writer)
         {
             ThrowIfDisposed();
             TensorStore.Write(writer, Module.state_dict().Select(kv => (kv.Key, kv.Value)));
         }
 
-        /// <summary>Reads weights written by <see cref="SaveWeights"/>; names and shapes must match this network exactly.</summary>
-        /// <exception cref="FormatException">The stream is damaged or belongs to another architecture.</exception>
+        /// <summary>Reads weights written by <see cref="SaveWeights"/>; names, element types and shapes must match this network
+        /// exactly, values must be finite (and shift indices within their kernel), and nothing may follow the last tensor.</summary>
+        /// <exception cref="FormatException">The stream is damaged or belongs to another architecture; the message names the tensor.</exception>
         public void LoadWeights(BinaryReader reader)
         {
             ThrowIfDisposed();
-            ResetCompiledForm();
-            Dictionary<string, Tensor> stored = TensorStore.Read(reader);
+            Dictionary<string, Tensor> stored = ReadWeights(reader, Definition);
             try
             {
-                var target = Module.state_dict();
-                foreach (string name in target.Keys.Except(stored.Keys))
-                    throw new FormatException($"The stored weights lack '{name}'.");
-                foreach (string name in stored.Keys.Except(target.Keys))
-                    throw new FormatException($"The stored weights have '{name}', which the network does not.");
-                using var noGrad = no_grad();
-                foreach (var (name, value) in target)
-                {
-                    Tensor source = stored[name];
-                    if (!source.shape.SequenceEqual(value.shape))
-                        throw new FormatException($"Stored '{name}' has shape [{string.Join(",", source.shape)}], the network expects [{string.Join(",", value.shape)}].");
-                    value.copy_(source);
-                }
+                LoadWeights(stored);
             }
             finally
             {
                 foreach (Tensor t in stored.Values)
                     t.Dispose();
+            }
+        }
+
+        /// <summary>Reads and checks the weights of a network of <paramref name="definition"/> without building it: every
+        /// tensor's name, type and shape is compared with the definition before its values are allocated.</summary>
+        internal static Dictionary<string, Tensor> ReadWeights(BinaryReader reader, NetworkDefinition definition)
+            => TensorStore.Read(reader, DefinitionLimits.ExpectedTensors(definition));
+
+        /// <summary>Copies tensors read by <see cref="ReadWeights"/> into the network (the caller keeps ownership of them).</summary>
+        internal void LoadWeights(IReadOnlyDictionary<string, Tensor> stored)
+        {
+            ThrowIfDisposed();
+            ResetCompiledForm();
+            var target = Module.state_dict();
+            foreach (string name in target.Keys.Except(stored.Keys))
+                throw new FormatException($"The stored weights lack '{name}'.");
+            foreach (string name in stored.Keys.Except(target.Keys))
+                throw new FormatException($"The stored weights have '{name}', which the network does not.");
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            foreach (var (name, value) in target)
+            {
+                Tensor source = stored[name];
+                if (!source.shape.SequenceEqual(value.shape) || source.dtype != value.dtype)
+                    throw new FormatException($"Stored '{name}' has shape [{string.Join(",", source.shape)}] ({source.dtype}), the network expects [{string.Join(",", value.shape)}] ({value.dtype}).");
+                value.copy_(source);
             }
         }
 

@@ -56,8 +56,27 @@ namespace Microsoft.ML.Pruning.Networks
         /// <inheritdoc/>
         public override int[] OutputShape(int[] input)
         {
+            CheckStatistics(this);
             Require(input.Length == 3 && input[0] == Mean.Length, input, $"a [{Mean.Length},H,W] image");
             return input;
+        }
+
+        /// <summary>Throws naming the layer and field unless Mean and Std are present, of equal length (1 to
+        /// <see cref="DefinitionLimits.MaxChannels"/>), finite, and every Std positive with a finite inverse.</summary>
+        internal static void CheckStatistics(NormalizeLayer layer)
+        {
+            if (layer.Mean is null || layer.Std is null)
+                throw new InvalidOperationException($"Layer '{layer.Name}' (NormalizeLayer) lacks field '{(layer.Mean is null ? "Mean" : "Std")}'.");
+            DefinitionLimits.LayerField(layer, "Mean length", layer.Mean.Length, 1, DefinitionLimits.MaxChannels);
+            if (layer.Std.Length != layer.Mean.Length)
+                throw new InvalidOperationException($"Layer '{layer.Name}' (NormalizeLayer) has {layer.Mean.Length} Mean values but {layer.Std.Length} Std values.");
+            for (int i = 0; i < layer.Mean.Length; i++)
+            {
+                if (!float.IsFinite(layer.Mean[i]) || Math.Abs(layer.Mean[i]) > DefinitionLimits.MaxAbsValue)
+                    throw new InvalidOperationException(FormattableString.Invariant($"Layer '{layer.Name}' (NormalizeLayer) has Mean[{i}] = {layer.Mean[i]}; it must be finite, at most {DefinitionLimits.MaxAbsValue} in magnitude."));
+                if (!(layer.Std[i] > 0) || !float.IsFinite(layer.Std[i]) || !float.IsFinite(1f / layer.Std[i]))
+                    throw new InvalidOperationException(FormattableString.Invariant($"Layer '{layer.Name}' (NormalizeLayer) has Std[{i}] = {layer.Std[i]}; it must be finite and greater than 0."));
+            }
         }
     }
 
@@ -88,11 +107,28 @@ namespace Microsoft.ML.Pruning.Networks
         /// <inheritdoc/>
         public override int[] OutputShape(int[] input)
         {
+            CheckFields(this);
             Require(input.Length == 3 && input[0] == InChannels, input, $"[{InChannels},H,W]");
-            int h = (input[1] + 2 * Padding - KernelSize) / Stride + 1;
-            int w = (input[2] + 2 * Padding - KernelSize) / Stride + 1;
-            Require(h >= 1 && w >= 1, input, $"an image of at least {KernelSize - 2 * Padding}x{KernelSize - 2 * Padding}");
-            return new[] { OutChannels, h, w };
+            long h = (input[1] + 2L * Padding - KernelSize) / Stride + 1;
+            long w = (input[2] + 2L * Padding - KernelSize) / Stride + 1;
+            Require(input[1] + 2L * Padding >= KernelSize && input[2] + 2L * Padding >= KernelSize, input,
+                $"an image of at least {KernelSize - 2L * Padding}x{KernelSize - 2L * Padding}");
+            return new[] { OutChannels, (int)h, (int)w };
+        }
+
+        /// <summary>The largest kernel size.</summary>
+        internal const int MaxKernelSize = 255;
+
+        /// <summary>Throws naming the layer and field unless channels are 1 to <see cref="DefinitionLimits.MaxChannels"/>, the
+        /// kernel size 1 to <see cref="MaxKernelSize"/>, the stride 1 to <see cref="DefinitionLimits.MaxImageSide"/> and the
+        /// padding 0 to kernel size − 1.</summary>
+        internal static void CheckFields(KernelLayerDefinition layer)
+        {
+            DefinitionLimits.LayerField(layer, "InChannels", layer.InChannels, 1, DefinitionLimits.MaxChannels);
+            DefinitionLimits.LayerField(layer, "OutChannels", layer.OutChannels, 1, DefinitionLimits.MaxChannels);
+            DefinitionLimits.LayerField(layer, "KernelSize", layer.KernelSize, 1, MaxKernelSize);
+            DefinitionLimits.LayerField(layer, "Stride", layer.Stride, 1, DefinitionLimits.MaxImageSide);
+            DefinitionLimits.LayerField(layer, "Padding", layer.Padding, 0, layer.KernelSize - 1);
         }
     }
 
@@ -116,6 +152,7 @@ namespace Microsoft.ML.Pruning.Networks
         /// <inheritdoc/>
         public override int[] OutputShape(int[] input)
         {
+            DefinitionLimits.LayerField(this, "Channels", Channels, 1, DefinitionLimits.MaxChannels);
             Require(input.Length == 3 && input[0] == Channels, input, $"[{Channels},H,W]");
             return input;
         }
@@ -137,6 +174,7 @@ namespace Microsoft.ML.Pruning.Networks
         /// <inheritdoc/>
         public override int[] OutputShape(int[] input)
         {
+            DefinitionLimits.LayerField(this, "KernelSize", KernelSize, 1, DefinitionLimits.MaxImageSide);
             Require(input.Length == 3 && input[1] >= KernelSize && input[2] >= KernelSize, input, $"[C,H,W] with H,W >= {KernelSize}");
             return new[] { input[0], input[1] / KernelSize, input[2] / KernelSize };
         }
@@ -157,7 +195,12 @@ namespace Microsoft.ML.Pruning.Networks
     public sealed record FlattenLayer : LayerDefinition
     {
         /// <inheritdoc/>
-        public override int[] OutputShape(int[] input) => new[] { input.Aggregate(1, (a, b) => checked(a * b)) };
+        public override int[] OutputShape(int[] input)
+        {
+            long size = input.Aggregate(1L, (a, b) => Math.Min(a * b, int.MaxValue + 1L));
+            Require(size <= int.MaxValue, input, $"at most {int.MaxValue} values");
+            return new[] { (int)size };
+        }
     }
 
     /// <summary>A fully connected layer.</summary>
@@ -175,6 +218,8 @@ namespace Microsoft.ML.Pruning.Networks
         /// <inheritdoc/>
         public override int[] OutputShape(int[] input)
         {
+            DefinitionLimits.LayerField(this, "InFeatures", InFeatures, 1, int.MaxValue);
+            DefinitionLimits.LayerField(this, "OutFeatures", OutFeatures, 1, int.MaxValue);
             Require(input.Length == 1 && input[0] == InFeatures, input, $"[{InFeatures}]");
             return new[] { OutFeatures };
         }

@@ -58,7 +58,7 @@ namespace Microsoft.ML.Pruning.Networks
             {
                 definition = JsonSerializer.Deserialize<NetworkDefinition>(json, s_json);
             }
-            catch (JsonException ex)
+            catch (Exception ex) when (ex is JsonException or NotSupportedException or InvalidOperationException)
             {
                 throw new FormatException("The stored network definition is not valid: " + ex.Message, ex);
             }
@@ -66,6 +66,8 @@ namespace Microsoft.ML.Pruning.Networks
                 throw new FormatException("The stored network definition is empty.");
             try
             {
+                // Bounds and fields first (no overflow, nothing huge), then the shapes.
+                DefinitionLimits.Check(definition);
                 definition.Validate();
             }
             catch (InvalidOperationException ex)

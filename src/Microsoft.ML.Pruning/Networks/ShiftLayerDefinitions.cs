@@ -147,13 +147,14 @@ namespace Microsoft.ML.Pruning.Networks
                     $"Layer '{layer.Name}' ({layer.GetType().Name}) needs an odd kernel size in [1, {MaxKernelSize}], stride >= 1, padding >= 0 and channels >= 1; " +
                     $"it has kernel {kernelSize}, stride {stride}, padding {padding}, channels {inChannels}->{outChannels}.");
             }
+            KernelLayerDefinition.CheckFields(layer);
             if (input.Length != 3 || input[0] != inChannels)
                 throw new InvalidOperationException($"Layer '{layer.Name}' ({layer.GetType().Name}) expects [{inChannels},H,W], but its input has shape [{string.Join(",", input)}].");
-            int h = (input[1] + 2 * padding - kernelSize) / stride + 1;
-            int w = (input[2] + 2 * padding - kernelSize) / stride + 1;
-            if (input[1] + 2 * padding < kernelSize || input[2] + 2 * padding < kernelSize)
-                throw new InvalidOperationException($"Layer '{layer.Name}' ({layer.GetType().Name}) expects an image of at least {kernelSize - 2 * padding}x{kernelSize - 2 * padding}, but its input has shape [{string.Join(",", input)}].");
-            return new[] { outChannels, h, w };
+            long h = (input[1] + 2L * padding - kernelSize) / stride + 1;
+            long w = (input[2] + 2L * padding - kernelSize) / stride + 1;
+            if (input[1] + 2L * padding < kernelSize || input[2] + 2L * padding < kernelSize)
+                throw new InvalidOperationException($"Layer '{layer.Name}' ({layer.GetType().Name}) expects an image of at least {kernelSize - 2L * padding}x{kernelSize - 2L * padding}, but its input has shape [{string.Join(",", input)}].");
+            return new[] { outChannels, (int)h, (int)w };
         }
     }
 }
