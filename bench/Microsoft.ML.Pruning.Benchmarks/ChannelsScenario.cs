@@ -38,7 +38,6 @@ namespace Microsoft.ML.Pruning.Benchmarks
             var architectures = ParseModels(args);
             int trainRows = quick ? 4000 : 60000, testRows = quick ? 1000 : 10000;
             int fineTuneEpochs = Option(args, "--finetune-epochs", quick ? 1 : 5);
-            int roundTo = Option(args, "--round-to", 8);
             double[] targets = List(args, "--targets", "2,4").Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
             string[] criteria = List(args, "--criteria", "l1,bn-scale,random");
             ChannelCriterion[] parsed = criteria.Select(c => c switch
@@ -59,6 +58,9 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 ITransformer dense = DenseModel(ml, train, architecture, slimming: false, quick);
                 ITransformer slim = DenseModel(ml, train, architecture, slimming: true, quick);
                 int denseEpochs = TrainScenario.Recipe(architecture, quick).Epochs;
+                // Multiples of 16 keep the VGG's 3x3 convolutions off the padded path of libtorch's convolution (inputs of
+                // more than 16 channels that are not a multiple of 16); ResNet-20's block channels (16 to 64) need 8 to be prunable at all.
+                int roundTo = Option(args, "--round-to", architecture == ImageClassifierArchitecture.VggSmall ? 16 : 8);
 
                 var measured = new List<(BenchRow Row, ClassifierNetwork Network)>();
                 BenchRow Measure(ITransformer transformer, string method, string? criterion, double? target, PruningReport? report, double? seconds)
