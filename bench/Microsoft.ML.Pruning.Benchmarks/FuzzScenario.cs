@@ -31,14 +31,12 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// </summary>
     internal static class FuzzScenario
     {
-        private const int Size = 12;
-
         public static int Run(string[] args)
         {
             int files = IntArg(args, "--files", 10_000), seed = IntArg(args, "--seed", 20261205);
             var timeout = TimeSpan.FromSeconds(20);
             const long memoryBound = 1L << 30;
-            var models = new[] { "dense", "sparse", "shift" }.Select(k => (Kind: k, Model: Train(k))).ToArray();
+            var models = FuzzModels.Kinds.Select(k => (Kind: k, Model: FuzzModels.Create(k))).ToArray();
             int classes = new ModelFileFuzzer(models[0].Model.Zip, models[0].Model.Columns).Classes().Count + 1;
             int perClass = Math.Max(1, (int)Math.Ceiling(files / (double)(models.Length * classes)));
             var results = new List<FuzzResult>();
@@ -56,7 +54,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 }
                 foreach (FuzzCase c in cases)
                 {
-                    results.Add(FuzzRunner.Run(c, m => ScoreLoaded(m, input), scores, timeout, memoryBound));
+                    results.Add(FuzzRunner.Run(c, m => FuzzModels.ScoreLoaded(m, input), scores, timeout, memoryBound));
                     if (results.Count % 500 == 0)
                         Console.WriteLine($"{results.Count} files, {watch.Elapsed.TotalSeconds:F0} s");
                 }
@@ -117,80 +115,6 @@ namespace Microsoft.ML.Pruning.Benchmarks
         {
             int index = Array.IndexOf(args, name);
             return index >= 0 && index + 1 < args.Length ? int.Parse(args[index + 1], System.Globalization.CultureInfo.InvariantCulture) : fallback;
-        }
-
-        private sealed class Row
-        {
-            public string Label { get; set; } = "";
-
-            public float[] Features { get; set; } = Array.Empty<float>();
-        }
-
-        /// <summary>Learnable synthetic images: each of four classes lights one quadrant, plus noise.</summary>
-        private static IDataView Images(MLContext ml, int count, ImageShape shape, int seed)
-        {
-            var random = new Random(seed);
-            string[] names = { "ankle", "bag", "coat", "dress" };
-            var rows = new List<Row>();
-            for (int i = 0; i < count; i++)
-            {
-                int label = i % names.Length;
-                var pixels = new float[shape.Size];
-                for (int p = 0; p < pixels.Length; p++)
-                    pixels[p] = (float)(random.NextDouble() * 0.3);
-                int top = label / 2 * (shape.Height / 2), left = label % 2 * (shape.Width / 2);
-                for (int c = 0; c < shape.Channels; c++)
-                    for (int y = top; y < top + shape.Height / 2; y++)
-                        for (int x = left; x < left + shape.Width / 2; x++)
-                            pixels[(c * shape.Height + y) * shape.Width + x] += 0.7f;
-                rows.Add(new Row { Label = names[label], Features = pixels });
-            }
-            SchemaDefinition schema = SchemaDefinition.Create(typeof(Row));
-            schema[nameof(Row.Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, shape.Channels, shape.Height, shape.Width);
-            return ml.Data.LoadFromEnumerable(rows, schema);
-        }
-
-        private static (byte[] Zip, string[] Columns, float[][] Scores, ImageShape Input) Train(string kind)
-        {
-            var ml = new MLContext(seed: 1);
-            int size = kind == "shift" ? 8 : Size;
-            var shape = new ImageShape(1, size, size);
-            IDataView raw = Images(ml, 64, shape, 0);
-            IDataView train = ml.Transforms.Conversion.MapValueToKey("Label").Fit(raw).Transform(raw);
-            ITransformer model = kind switch
-            {
-                "dense" => ml.MulticlassClassification.Trainers.ImageClassifier(new ImageClassifierTrainer.Options
-                { Architecture = ImageClassifierArchitecture.LeNet5, Epochs = 1, BatchSize = 32 }).Fit(train),
-                "sparse" => ml.Transforms.PruneMagnitude(
-                    ml.MulticlassClassification.Trainers.ImageClassifier(new ImageClassifierTrainer.Options
-                    { Architecture = ImageClassifierArchitecture.LeNet300100, Epochs = 1, BatchSize = 32 }).Fit(train),
-                    new MagnitudePruner.Options { KeptFraction = 0.1 }).Fit(train),
-                _ => ml.Transforms.PruneAttention(new ShiftAttentionTrainer.Options
-                {
-                    Training = new ImageClassifierTrainer.Options { Architecture = ImageClassifierArchitecture.VggSmall, Width = 0.25, Epochs = 1, BatchSize = 32 },
-                    LayerKind = ConvolutionKind.ShiftAttention,
-                }).Fit(train),
-            };
-            var classifier = model as ImageClassificationTransformer ?? ((IEnumerable<ITransformer>)model).OfType<ImageClassificationTransformer>().Single();
-            string path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "pruning-fuzz-" + Guid.NewGuid().ToString("N") + ".zip");
-            ml.Model.Save(classifier, null, path);
-            byte[] zip = File.ReadAllBytes(path);
-            File.Delete(path);
-            var result = (zip, new[] { classifier.FeatureColumnName, classifier.ScoreColumnName, classifier.PredictedLabelColumnName, classifier.LabelColumn.Name },
-                Score(classifier, shape), shape);
-            foreach (var part in model as IEnumerable<ITransformer> ?? new[] { model })
-                (part as IDisposable)?.Dispose();
-            return result;
-        }
-
-        private static float[][] Score(ITransformer model, ImageShape shape)
-            => model.Transform(Images(new MLContext(seed: 1), 16, shape, 7)).GetColumn<float[]>("Score").ToArray();
-
-        private static (float[][], bool) ScoreLoaded(ITransformer model, ImageShape original)
-        {
-            var classifier = model as ImageClassificationTransformer ?? ((IEnumerable<ITransformer>)model).OfType<ImageClassificationTransformer>().Single();
-            ImageShape input = classifier.Network.Definition.Input;
-            return (Score(model, input), input == original);
         }
     }
 }

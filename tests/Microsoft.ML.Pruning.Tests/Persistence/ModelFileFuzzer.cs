@@ -12,6 +12,11 @@ using System.Text.RegularExpressions;
 using System.Threading;
 using Microsoft.ML;
 using Microsoft.ML.Pruning.MLNet;
+using Microsoft.ML.Pruning.Training;
+using Microsoft.ML.Pruning.Pruners.ShiftAttention;
+using Microsoft.ML.Pruning.Pruners;
+using Microsoft.ML.Pruning.Networks;
+using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Pruning.Fuzzing
 {
@@ -529,6 +534,99 @@ namespace Microsoft.ML.Pruning.Fuzzing
                     (part as IDisposable)?.Dispose();
             }
             (model as IDisposable)?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The small trained models the fuzzers mutate, one of each kind the library saves: dense (LeNet-5), weight-sparse
+    /// (LeNet-300-100 pruned by magnitude), compact shift attention (a narrow VGG) and channel-pruned (a narrow VGG with
+    /// half its multiply-accumulates removed). Each is saved alone (the classifier is the whole zip), with its scores on
+    /// fixed images.
+    /// </summary>
+    internal static class FuzzModels
+    {
+        public static readonly string[] Kinds = { "dense", "sparse", "shift", "channels" };
+
+        /// <summary>Small images in four learnable classes (each lights one quarter of the image).</summary>
+        public static IDataView Images(MLContext ml, int count, ImageShape shape, int seed)
+        {
+            var random = new Random(seed);
+            string[] names = { "ankle", "bag", "coat", "dress" };
+            var rows = new List<ImageRow>();
+            for (int i = 0; i < count; i++)
+            {
+                int label = i % names.Length;
+                var pixels = new float[shape.Size];
+                for (int p = 0; p < pixels.Length; p++)
+                    pixels[p] = (float)(random.NextDouble() * 0.3);
+                int top = label / 2 * (shape.Height / 2), left = label % 2 * (shape.Width / 2);
+                for (int c = 0; c < shape.Channels; c++)
+                    for (int y = top; y < top + shape.Height / 2; y++)
+                        for (int x = left; x < left + shape.Width / 2; x++)
+                            pixels[(c * shape.Height + y) * shape.Width + x] += 0.7f;
+                rows.Add(new ImageRow { Label = names[label], Features = pixels });
+            }
+            SchemaDefinition schema = SchemaDefinition.Create(typeof(ImageRow));
+            schema[nameof(ImageRow.Features)].ColumnType = new VectorDataViewType(NumberDataViewType.Single, shape.Channels, shape.Height, shape.Width);
+            return ml.Data.LoadFromEnumerable(rows, schema);
+        }
+
+        /// <summary>A model of <paramref name="kind"/>: its zip, the column names it was saved with, its scores and its input shape.</summary>
+        public static (byte[] Zip, string[] Columns, float[][] Scores, ImageShape Input) Create(string kind)
+        {
+            var ml = new MLContext(seed: 1);
+            int size = kind is "shift" or "channels" ? 8 : 12;
+            var shape = new ImageShape(1, size, size);
+            IDataView raw = Images(ml, 64, shape, 0);
+            IDataView train = ml.Transforms.Conversion.MapValueToKey("Label").Fit(raw).Transform(raw);
+            ImageClassificationTransformer Classifier(ImageClassifierArchitecture architecture, double width = 1) => ml.MulticlassClassification.Trainers
+                .ImageClassifier(new ImageClassifierTrainer.Options { Architecture = architecture, Width = width, Epochs = 1, BatchSize = 32 }).Fit(train);
+            ITransformer model = kind switch
+            {
+                "dense" => Classifier(ImageClassifierArchitecture.LeNet5),
+                "sparse" => ml.Transforms.PruneMagnitude(Classifier(ImageClassifierArchitecture.LeNet300100), new MagnitudePruner.Options { KeptFraction = 0.1 }).Fit(train),
+                "channels" => ml.Transforms.PruneChannels(Classifier(ImageClassifierArchitecture.VggSmall, 0.25), new ChannelPruner.Options { MacsReduction = 2 }).Fit(train),
+                "shift" => ml.Transforms.PruneAttention(new ShiftAttentionTrainer.Options
+                {
+                    Training = new ImageClassifierTrainer.Options { Architecture = ImageClassifierArchitecture.VggSmall, Width = 0.25, Epochs = 1, BatchSize = 32 },
+                    LayerKind = ConvolutionKind.ShiftAttention,
+                }).Fit(train),
+                _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, "Unknown model kind."),
+            };
+            var classifier = (ImageClassificationTransformer)model;
+            string path = Path.Combine(Path.GetTempPath(), "pruning-fuzz-" + Guid.NewGuid().ToString("N") + ".zip");
+            try
+            {
+                ml.Model.Save(classifier, null, path);
+                return (File.ReadAllBytes(path),
+                    new[] { classifier.FeatureColumnName, classifier.ScoreColumnName, classifier.PredictedLabelColumnName, classifier.LabelColumn.Name },
+                    Score(classifier, shape), shape);
+            }
+            finally
+            {
+                File.Delete(path);
+                classifier.Dispose();
+            }
+        }
+
+        /// <summary>Scores of 16 fixed images of <paramref name="shape"/>.</summary>
+        public static float[][] Score(ITransformer model, ImageShape shape)
+            => model.Transform(Images(new MLContext(seed: 1), 16, shape, 7)).GetColumn<float[]>("Score").ToArray();
+
+        /// <summary>The scores of a loaded model, and whether it still takes <paramref name="original"/> images.</summary>
+        public static (float[][] Scores, bool SameInput) ScoreLoaded(ITransformer model, ImageShape original)
+        {
+            var classifier = model as ImageClassificationTransformer ?? ((IEnumerable<ITransformer>)model).OfType<ImageClassificationTransformer>().Single();
+            ImageShape input = classifier.Network.Definition.Input;
+            return (Score(model, input), input == original);
+        }
+
+        /// <summary>One row of <see cref="Images"/>.</summary>
+        private sealed class ImageRow
+        {
+            public string Label { get; set; } = "";
+
+            public float[] Features { get; set; } = Array.Empty<float>();
         }
     }
 }

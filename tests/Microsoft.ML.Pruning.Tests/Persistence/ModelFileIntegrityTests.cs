@@ -26,66 +26,21 @@ namespace Microsoft.ML.Pruning.Tests.Persistence
     [TestClass]
     public sealed class ModelFileIntegrityTests
     {
-        private const int Size = 12;
         private static readonly Dictionary<string, (byte[] Zip, string[] Columns, float[][] Scores, ImageShape Input)> s_models = new();
         private static readonly object s_gate = new();
 
-        /// <summary>A small trained model of each kind, saved alone (the classifier is the whole zip), with its test scores.</summary>
+        /// <summary>A small trained model of each kind (<see cref="FuzzModels"/>), made once per test run.</summary>
         private static (byte[] Zip, string[] Columns, float[][] Scores, ImageShape Input) Model(string kind)
         {
             lock (s_gate)
             {
-                if (s_models.TryGetValue(kind, out var cached))
-                    return cached;
-                var ml = new MLContext(seed: 1);
-                int size = kind == "shift" ? 8 : Size;
-                IDataView train = SyntheticImages.MapLabel(ml).Fit(SyntheticImages.Load(ml, 64, height: size, width: size))
-                    .Transform(SyntheticImages.Load(ml, 64, height: size, width: size));
-                ITransformer model = kind switch
-                {
-                    "dense" => ml.MulticlassClassification.Trainers.ImageClassifier(new ImageClassifierTrainer.Options
-                    { Architecture = ImageClassifierArchitecture.LeNet5, Epochs = 1, BatchSize = 32 }).Fit(train),
-                    "sparse" => ml.Transforms.PruneMagnitude(
-                        ml.MulticlassClassification.Trainers.ImageClassifier(new ImageClassifierTrainer.Options
-                        { Architecture = ImageClassifierArchitecture.LeNet300100, Epochs = 1, BatchSize = 32 }).Fit(train),
-                        new MagnitudePruner.Options { KeptFraction = 0.1 }).Fit(train),
-                    _ => ml.Transforms.PruneAttention(new ShiftAttentionTrainer.Options
-                    {
-                        Training = new ImageClassifierTrainer.Options { Architecture = ImageClassifierArchitecture.VggSmall, Width = 0.25, Epochs = 1, BatchSize = 32 },
-                        LayerKind = ConvolutionKind.ShiftAttention,
-                    }).Fit(train),
-                };
-                ImageClassificationTransformer classifier = PrunerTestModels.Classifier(model);
-                string path = PrunerTestModels.TempZip();
-                try
-                {
-                    ml.Model.Save(classifier, null, path);
-                    var result = (File.ReadAllBytes(path),
-                        new[] { classifier.FeatureColumnName, classifier.ScoreColumnName, classifier.PredictedLabelColumnName, classifier.LabelColumn.Name },
-                        Score(classifier, classifier.Network.Definition.Input), classifier.Network.Definition.Input);
-                    s_models[kind] = result;
-                    return result;
-                }
-                finally
-                {
-                    File.Delete(path);
-                    PrunerTestModels.DisposeAll(model);
-                }
+                if (!s_models.TryGetValue(kind, out var model))
+                    s_models[kind] = model = FuzzModels.Create(kind);
+                return model;
             }
         }
 
-        private static float[][] Score(ITransformer model, ImageShape shape)
-        {
-            var ml = new MLContext(seed: 1);
-            IDataView test = SyntheticImages.Load(ml, 16, shape.Channels, shape.Height, shape.Width, seed: 7);
-            return model.Transform(test).GetColumn<float[]>("Score").ToArray();
-        }
-
-        private static (float[][], bool) ScoreLoaded(ITransformer model, ImageShape original)
-        {
-            ImageShape input = PrunerTestModels.Classifier(model).Network.Definition.Input;
-            return (Score(model, input), input == original);
-        }
+        private static float[][] Score(ITransformer model, ImageShape shape) => FuzzModels.Score(model, shape);
 
         private static string Load(byte[] zip)
         {
@@ -122,7 +77,7 @@ namespace Microsoft.ML.Pruning.Tests.Persistence
         [TestMethod]
         public void AModelLoadsBackWithIdenticalScores()
         {
-            foreach (string kind in new[] { "dense", "sparse", "shift" })
+            foreach (string kind in FuzzModels.Kinds)
             {
                 var (zip, _, scores, input) = Model(kind);
                 string path = PrunerTestModels.TempZip();
@@ -272,20 +227,20 @@ namespace Microsoft.ML.Pruning.Tests.Persistence
         {
             var watch = Stopwatch.StartNew();
             var results = new List<FuzzResult>();
-            string[] kinds = { "dense", "sparse", "shift" };
+            string[] kinds = FuzzModels.Kinds;
             for (int k = 0; k < kinds.Length; k++)
             {
                 string kind = kinds[k];
                 var (zip, columns, scores, input) = Model(kind);
                 var fuzzer = new ModelFileFuzzer(zip, columns);
                 foreach (FuzzCase c in fuzzer.Cases(kind, perClass: 5, seed: 20261205 + k))
-                    results.Add(FuzzRunner.Run(c, m => ScoreLoaded(m, input), scores, TimeSpan.FromSeconds(20), 1L << 30));
+                    results.Add(FuzzRunner.Run(c, m => FuzzModels.ScoreLoaded(m, input), scores, TimeSpan.FromSeconds(20), 1L << 30));
             }
             string Report(IEnumerable<FuzzResult> rs) => string.Join("\n", rs.Take(10).Select(r => $"{r.Case.Model} {r.Case.Class} {r.Case.Description}: {r.Outcome} {r.Message}"));
             var bad = results.Where(r => r.Outcome is FuzzOutcome.Hang or FuzzOutcome.OverMemory or FuzzOutcome.NonFiniteScores
                 or FuzzOutcome.FailsAtFirstPrediction or FuzzOutcome.UnclearError || (r.Outcome == FuzzOutcome.LoadedDifferent && !r.Case.Resealed)).ToList();
             Assert.IsEmpty(bad, Report(bad));
-            Assert.HasCount(3 * 11 * 5, results);
+            Assert.HasCount(FuzzModels.Kinds.Length * 11 * 5, results);
             // Every class of mutation is refused at least once, and the unchanged-content ones do not all load.
             foreach (var group in results.GroupBy(r => r.Case.Class))
                 Assert.IsTrue(group.Any(r => r.Outcome == FuzzOutcome.ClearError), $"{group.Key}: {Report(group)}");
