@@ -1,6 +1,7 @@
 // Licensed under the MIT license.
 
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.Linq;
 using System.Threading;
@@ -44,8 +45,16 @@ namespace Microsoft.ML.Pruning.Training
         /// <summary>What the log lines call the run: <c>training</c>, <c>retraining</c>, <c>fine-tuning</c>…</summary>
         public string Phase { get; init; } = "training";
 
-        /// <summary>A term added to the cross-entropy of every step before the backward pass (null: nothing added).</summary>
-        public Func<Tensor?>? ExtraLoss { get; init; }
+        /// <summary>A term added to the cross-entropy of every step before the backward pass, from the batch's logits and
+        /// labels (null: nothing added).</summary>
+        public Func<Tensor, Tensor, Tensor?>? ExtraLoss { get; init; }
+
+        /// <summary>The forward pass of a training step, when it is not the network's own (e.g. one that also keeps the
+        /// activations auxiliary losses read); returns the logits.</summary>
+        public Func<Tensor, Tensor>? Forward { get; init; }
+
+        /// <summary>Parameters trained with the network's (e.g. auxiliary classifiers'); none by default.</summary>
+        public IReadOnlyList<TorchSharp.Modules.Parameter> ExtraParameters { get; init; } = Array.Empty<TorchSharp.Modules.Parameter>();
 
         /// <summary>Runs after the backward pass, before the optimizer step (e.g. to add a subgradient).</summary>
         public Action? AfterBackward { get; init; }
@@ -87,7 +96,7 @@ namespace Microsoft.ML.Pruning.Training
             long totalSteps = settings.MaxSteps is long max ? Math.Min(max, batchesPerEpoch * settings.Epochs) : batchesPerEpoch * settings.Epochs;
             int epochs = (int)((totalSteps + batchesPerEpoch - 1) / batchesPerEpoch);
 
-            var parameters = network.NamedParameters().Select(p => p.Parameter).Where(p => p.requires_grad).ToList();
+            var parameters = network.NamedParameters().Select(p => p.Parameter).Concat(hooks.ExtraParameters).Where(p => p.requires_grad).ToList();
             using optim.Optimizer optimizer = settings.Optimizer switch
             {
                 OptimizerKind.Sgd => optim.SGD(parameters, settings.LearningRate, settings.Momentum, 0, settings.WeightDecay, settings.Nesterov && settings.Momentum > 0),
@@ -123,7 +132,7 @@ namespace Microsoft.ML.Pruning.Training
                             images = Augmentation.RandomCropAndFlip(images, settings.RandomCropPadding, settings.HorizontalFlip, generator);
 
                         optimizer.zero_grad();
-                        Tensor logits = network.Forward(images);
+                        Tensor logits = hooks.Forward is null ? network.Forward(images) : hooks.Forward(images);
                         Tensor loss = nn.functional.cross_entropy(logits, labels);
                         float lossValue = loss.item<float>();
                         if (!float.IsFinite(lossValue))
@@ -131,7 +140,7 @@ namespace Microsoft.ML.Pruning.Training
                             throw new InvalidOperationException(FormattableString.Invariant(
                                 $"{hooks.Phase} diverged: the loss is {lossValue} at epoch {epoch}, step {step + 1} (learning rate {learningRate:G3}). Lower the learning rate (or the weight decay) and train again."));
                         }
-                        if (hooks.ExtraLoss?.Invoke() is Tensor extraLoss)
+                        if (hooks.ExtraLoss?.Invoke(logits, labels) is Tensor extraLoss)
                             loss = loss + extraLoss;
                         loss.backward();
                         hooks.AfterBackward?.Invoke();

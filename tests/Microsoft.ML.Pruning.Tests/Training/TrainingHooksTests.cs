@@ -59,7 +59,7 @@ namespace Microsoft.ML.Pruning.Tests.Training
             float[] pulled = Train(network =>
             {
                 var bias = network.NamedParameters().Single(p => p.Name == "fc3.bias").Parameter;
-                return new TrainingHooks { ExtraLoss = () => bias.sum() * 2.0 };
+                return new TrainingHooks { ExtraLoss = (_, _) => bias.sum() * 2.0 };
             });
             for (int i = 0; i < plain.Length; i++)
                 Assert.AreEqual(plain[i] - 2 * 0.05 * 2, pulled[i], 1e-5, $"bias {i}");
