@@ -46,6 +46,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("criterion")] public string? Criterion { get; set; }
         [JsonPropertyName("target_macs_reduction")] public double? TargetMacsReduction { get; set; }
         [JsonPropertyName("finetune_epochs")] public int? FinetuneEpochs { get; set; }
+        [JsonPropertyName("selection_seconds")] public double? SelectionSeconds { get; set; }
     }
 
     internal static class BenchOutput

@@ -19,10 +19,11 @@ using Microsoft.ML.Transforms;
 namespace Microsoft.ML.Pruning.Benchmarks
 {
     /// <summary>
-    /// Scenario <c>channels</c>: the small VGG and ResNet-20 trained with the <c>train</c> recipe (and, for network
-    /// slimming, with its batch-norm scale penalty), pruned to 2× and 4× fewer multiply-accumulates by L1-filter, slimming
-    /// and random channel selection, each fine-tuned with the same budget; accuracy, size, and the speed of dense and pruned
-    /// models measured interleaved in one run on the compact runtime and on libtorch.
+    /// Scenarios <c>channels</c> and <c>dcp</c>: the small VGG and ResNet-20 trained with the <c>train</c> recipe (and, for
+    /// network slimming, with its batch-norm scale penalty), pruned to 2× and 4× fewer multiply-accumulates by L1-filter,
+    /// slimming and random channel selection (<c>channels</c>), or to 2× by discrimination-aware pruning against Random-DCP
+    /// and those baselines (<c>dcp</c>), each fine-tuned with the same budget; accuracy, size, and the speed of dense and
+    /// pruned models measured interleaved in one run on the compact runtime and on libtorch.
     /// </summary>
     internal static class ChannelsScenario
     {
@@ -32,21 +33,22 @@ namespace Microsoft.ML.Pruning.Benchmarks
         /// <summary>Fine-tuning learning rate (cosine to zero), the recipe's rate for the VGG.</summary>
         private const double FineTuneLearningRate = 0.05;
 
-        public static int Run(string[] args)
+        /// <summary>The criteria of discrimination-aware pruning, next to <see cref="ChannelCriterion"/>'s names.</summary>
+        private static readonly string[] s_criteria = { "l1", "bn-scale", "random", "dcp", "random-dcp" };
+
+        /// <summary>Runs scenario <paramref name="scenario"/>: <c>channels</c> (the channel baselines at 2× and 4×) or
+        /// <c>dcp</c> (discrimination-aware pruning against Random-DCP and the baselines at 2×).</summary>
+        public static int Run(string[] args, string scenario = "channels")
         {
             bool quick = args.Contains("--quick");
+            bool dcp = scenario == "dcp";
             var architectures = ParseModels(args);
             int trainRows = quick ? 4000 : 60000, testRows = quick ? 1000 : 10000;
             int fineTuneEpochs = Option(args, "--finetune-epochs", quick ? 1 : 5);
-            double[] targets = List(args, "--targets", "2,4").Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
-            string[] criteria = List(args, "--criteria", "l1,bn-scale,random");
-            ChannelCriterion[] parsed = criteria.Select(c => c switch
-            {
-                "l1" => ChannelCriterion.L1Norm,
-                "bn-scale" => ChannelCriterion.BatchNormScale,
-                "random" => ChannelCriterion.Random,
-                _ => throw new ArgumentException($"unknown criterion '{c}'; use l1, bn-scale, random"),
-            }).ToArray();
+            double[] targets = List(args, "--targets", dcp ? "2" : "2,4").Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
+            string[] criteria = List(args, "--criteria", dcp ? "dcp,random-dcp,l1,bn-scale" : "l1,bn-scale,random");
+            foreach (string criterion in criteria.Where(c => !s_criteria.Contains(c)))
+                throw new ArgumentException($"unknown criterion '{criterion}'; use {string.Join(", ", s_criteria)}");
 
             var rows = new List<BenchRow>();
             foreach (ImageClassifierArchitecture architecture in architectures)
@@ -56,7 +58,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 IDataView train = ml.Data.Cache(FashionMnist.LoadTrain(ml, trainRows));
                 IDataView test = ml.Data.Cache(FashionMnist.LoadTest(ml, testRows));
                 ITransformer dense = DenseModel(ml, train, architecture, slimming: false, quick);
-                ITransformer slim = DenseModel(ml, train, architecture, slimming: true, quick);
+                ITransformer? slim = criteria.Contains("bn-scale") ? DenseModel(ml, train, architecture, slimming: true, quick) : null;
                 int denseEpochs = TrainScenario.Recipe(architecture, quick).Epochs;
                 // Multiples of 16 keep the VGG's 3x3 convolutions off the padded path of libtorch's convolution (inputs of
                 // more than 16 channels that are not a multiple of 16); ResNet-20's block channels (16 to 64) need 8 to be prunable at all.
@@ -74,7 +76,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     ModelSummary summary = classifier.GetSummary();
                     var row = new BenchRow
                     {
-                        Scenario = "channels",
+                        Scenario = scenario,
                         Model = model,
                         Method = method,
                         Quick = quick,
@@ -88,6 +90,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         TargetMacsReduction = target,
                         FinetuneEpochs = report is null ? null : fineTuneEpochs,
                         PruneSeconds = report?.PruningTime.TotalSeconds,
+                        SelectionSeconds = criterion is "dcp" or "random-dcp" ? report?.PruningTime.TotalSeconds : null,
                         TrainSeconds = seconds,
                     };
                     Console.WriteLine(FormattableString.Invariant(
@@ -100,29 +103,61 @@ namespace Microsoft.ML.Pruning.Benchmarks
 
                 Console.WriteLine($"== {model}: dense models");
                 BenchRow denseRow = Measure(dense, "dense", null, null, null, null);
-                if (parsed.Contains(ChannelCriterion.BatchNormScale))
+                if (slim is not null)
                     Measure(slim, "dense-slimming", null, null, null, null);
 
                 var pruned = new List<ITransformer>();
                 foreach (double target in targets)
                 {
-                    foreach (ChannelCriterion criterion in parsed)
+                    foreach (string name in criteria)
                     {
-                        string name = ChannelPruner.CriterionName(criterion);
                         Console.WriteLine($"== {model}: {name} at {target}x fewer MACs, {fineTuneEpochs} fine-tuning epochs");
+                        // A model pruned by an earlier run with the same settings is reused (with its timings).
+                        string cached = Path.Combine("artifacts", "bench", "models",
+                            FormattableString.Invariant($"channels-pruned-{model}-{name}-{target}x-ft{fineTuneEpochs}-r{roundTo}{(quick ? "-quick" : "")}.zip"));
                         PruningReport? report = null;
-                        var clock = Stopwatch.StartNew();
-                        ITransformer result = ml.Transforms.PruneChannels(criterion == ChannelCriterion.BatchNormScale ? slim : dense, new ChannelPruner.Options
+                        ITransformer result;
+                        double seconds;
+                        if (File.Exists(cached) && File.Exists(cached + ".seconds"))
                         {
-                            Criterion = criterion,
-                            MacsReduction = target,
-                            RoundChannelsTo = roundTo,
-                            RetrainEpochs = fineTuneEpochs,
-                            LearningRate = FineTuneLearningRate,
-                            PruningCompleted = r => report = r,
-                        }).Fit(train);
+                            result = ml.Model.Load(cached, out _);
+                            string[] times = File.ReadAllText(cached + ".seconds").Split(' ');
+                            seconds = double.Parse(times[1], CultureInfo.InvariantCulture);
+                            report = new PruningReport(name, Array.Empty<LayerPruningResult>(),
+                                TimeSpan.FromSeconds(double.Parse(times[0], CultureInfo.InvariantCulture)), 0, 0, TimeSpan.Zero);
+                            Console.WriteLine($"  loaded {cached}");
+                        }
+                        else
+                        {
+                            var clock = Stopwatch.StartNew();
+                            IEstimator<ITransformer> pruner = name is "dcp" or "random-dcp"
+                                ? ml.Transforms.PruneDiscriminationAware(dense, new DiscriminationAwarePruner.Options
+                                {
+                                    MacsReduction = target,
+                                    RandomSelection = name == "random-dcp",
+                                    SelectionImages = quick ? 256 : 2048,
+                                    // The auxiliary classifiers' training is one of the fine-tuning epochs, so every method gets the same budget.
+                                    AuxiliaryEpochs = name == "dcp" ? 1 : 0,
+                                    RetrainEpochs = name == "dcp" ? Math.Max(1, fineTuneEpochs - 1) : fineTuneEpochs,
+                                    LearningRate = FineTuneLearningRate,
+                                    PruningCompleted = r => report = r,
+                                })
+                                : ml.Transforms.PruneChannels(name == "bn-scale" ? slim! : dense, new ChannelPruner.Options
+                                {
+                                    Criterion = name switch { "bn-scale" => ChannelCriterion.BatchNormScale, "random" => ChannelCriterion.Random, _ => ChannelCriterion.L1Norm },
+                                    MacsReduction = target,
+                                    RoundChannelsTo = roundTo,
+                                    RetrainEpochs = fineTuneEpochs,
+                                    LearningRate = FineTuneLearningRate,
+                                    PruningCompleted = r => report = r,
+                                });
+                            result = pruner.Fit(train);
+                            seconds = clock.Elapsed.TotalSeconds;
+                            ml.Model.Save(result, train.Schema, cached);
+                            File.WriteAllText(cached + ".seconds", FormattableString.Invariant($"{report!.PruningTime.TotalSeconds} {seconds}"));
+                        }
                         pruned.Add(result);
-                        Measure(result, "channels", name, target, report, clock.Elapsed.TotalSeconds);
+                        Measure(result, "channels", name, target, report, seconds);
                     }
                 }
 
@@ -143,7 +178,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         Table.Format(r.LatencyB1Ms, "0.000"), Table.Format(r.SpeedupB1, "0.00"), Table.Format(r.ThroughputB256, "0"), Table.Format(r.SpeedupB256, "0.00"),
                     };
                 }));
-            Console.WriteLine("wrote " + BenchOutput.Write("channels", rows));
+            Console.WriteLine("wrote " + BenchOutput.Write(scenario, rows));
             return 0;
         }
 
@@ -195,7 +230,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         Scenario = source.Scenario, Model = source.Model, Method = source.Method, Quick = source.Quick, Epochs = source.Epochs,
                         Accuracy = source.Accuracy, Params = source.Params, NonZeroParams = source.NonZeroParams, Macs = source.Macs, ZipBytes = source.ZipBytes,
                         Criterion = source.Criterion, TargetMacsReduction = source.TargetMacsReduction, FinetuneEpochs = source.FinetuneEpochs,
-                        PruneSeconds = source.PruneSeconds, TrainSeconds = source.TrainSeconds,
+                        PruneSeconds = source.PruneSeconds, TrainSeconds = source.TrainSeconds, SelectionSeconds = source.SelectionSeconds,
                         Backend = backend == InferenceBackend.Compact ? "compact" : "libtorch",
                         MacsRatio = (double)dense.Macs! / source.Macs!,
                         LatencyB1Ms = InferenceTiming.Median(l.ToArray()),
