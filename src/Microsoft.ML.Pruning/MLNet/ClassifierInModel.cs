@@ -13,7 +13,7 @@ namespace Microsoft.ML.Pruning.MLNet
     /// </summary>
     /// <remarks>
     /// ML.NET glue: walking a chain needs its scopes, which ML.NET keeps internal (<see cref="MLNetInternals.TryGetChain"/>).
-    /// The pruners and <see cref="ModelSummaryExtensions.GetSummary(ITransformer)"/> find the classifier through it.
+    /// The pruners and <see cref="TrainedModelExtensions.GetSummary(ITransformer)"/> find the classifier through it.
     /// </remarks>
     internal sealed class ClassifierInModel
     {
