@@ -7,7 +7,8 @@
 #   publish  - `dotnet publish -r linux-x64` of the package consumer, run from the publish folder
 # Each route passes when the app prints "consumer ok". Prints one line per route and exits with the number of
 # failed routes. Everything happens in a temporary folder; the package gets a version of its own so that the NuGet
-# cache never serves an older build, and is removed from the cache afterwards.
+# cache never serves an older build, and is removed from the cache afterwards (KEEP_CONSUMER_WORK=1 keeps the
+# temporary folder and prints its path, to read the logs).
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
