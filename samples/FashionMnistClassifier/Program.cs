@@ -121,7 +121,8 @@ namespace FashionMnistClassifier
                 Console.WriteLine(ResultsTable.Format(results));
                 string plot = Path.Combine(outputDirectory, "accuracy-vs-size.png");
                 AccuracyPlot.Write(plot, results);
-                AnsiConsole.MarkupLineInterpolated($"Plot of accuracy against zip size: [bold]{plot}[/]");
+                // Paths go to Console directly: AnsiConsole would wrap them at the terminal width.
+                Console.WriteLine($"Plot of accuracy against zip size: {plot}");
 
                 // 5. What pruning left in each layer of the last model, and a few predictions of it reloaded from its zip.
                 ModelResult last = results[^1];
