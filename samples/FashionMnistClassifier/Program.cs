@@ -100,7 +100,8 @@ namespace FashionMnistClassifier
                 foreach (PruningMethod method in methods)
                 {
                     PruningReport? report = null;
-                    ITransformer pruned = Progress.Run($"{method.Name}: {method.Description}", update =>
+                    AnsiConsole.MarkupLineInterpolated($"[bold]{method.Name}[/]: {method.Description}");
+                    ITransformer pruned = Progress.Run(method.Name, update =>
                     {
                         update("pruning and retraining");
                         ITransformer model = method.Create(mlContext, dense, r => report = r).Fit(train);

@@ -28,12 +28,13 @@ namespace FashionMnistClassifier
             }
             return NewProgress().Start(context =>
             {
-                ProgressTask task = context.AddTask(Markup.Escape(title), maxValue: units);
+                ProgressTask task = context.AddTask(Markup.Escape($"{title} (0/{units})"), maxValue: units);
+                int done = 0;
                 return body(description =>
                 {
-                    // The finished units stay on screen above the bar.
+                    // The finished units stay on screen above the bar, which keeps a short description.
                     AnsiConsole.MarkupLineInterpolated($"[grey]{description}[/]");
-                    task.Description = Markup.Escape($"{title}: {description}");
+                    task.Description = Markup.Escape($"{title} ({++done}/{units})");
                     task.Increment(1);
                 });
             });
