@@ -10,20 +10,24 @@ using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Pruning.Data;
 using Microsoft.ML.Pruning.MLNet;
+using Microsoft.ML.Pruning.Pruners;
+using Microsoft.ML.Pruning.Reports;
+using Microsoft.ML.Pruning.Runtime;
 using Microsoft.ML.Pruning.Training;
 using Microsoft.ML.Transforms;
-using Microsoft.ML.Pruning.Runtime;
 using Spectre.Console;
 
 namespace FashionMnistClassifier
 {
     /// <summary>
-    /// Trains a TorchSharp image classifier on Fashion-MNIST inside an ML.NET pipeline, evaluates it, saves it,
-    /// reloads it in a new <see cref="MLContext"/> and predicts with a <see cref="PredictionEngine{TSrc, TDst}"/>.
+    /// What the library is for, on Fashion-MNIST: trains a LeNet-5 inside an ML.NET pipeline, prunes it with each
+    /// method of <see cref="PruningMethods"/>, and compares the dense and pruned models side by side (accuracy,
+    /// parameters, multiply-accumulates, zip size, latency, throughput, and a plot of accuracy against size); every
+    /// model is saved, reloaded in a new <see cref="MLContext"/> and checked to predict as before.
     /// </summary>
     internal static class Program
     {
-        /// <summary>Test images predicted one by one with the reloaded model.</summary>
+        /// <summary>Test images predicted one by one with each reloaded model.</summary>
         private const int PreviewCount = 8;
 
         private static int Main(string[] args)
@@ -48,17 +52,18 @@ namespace FashionMnistClassifier
                 return 0;
             }
 
-            AnsiConsole.Write(new Rule("[bold]Fashion-MNIST image classifier[/]").LeftJustified());
+            AnsiConsole.Write(new Rule("[bold]Fashion-MNIST: train, prune, compare[/]").LeftJustified());
             AnsiConsole.MarkupLineInterpolated(
-                $"torch threads: {TorchSharp.torch.get_num_threads()}, glibc malloc tuned: {(mallocTuned ? "yes" : "no")}");
+                $"torch threads: {TorchSharp.torch.get_num_threads()}, glibc malloc tuned: {(mallocTuned ? "yes" : "no")}, progress: {(Progress.Interactive ? "bars" : "lines (not a terminal)")}");
             return Run(options);
         }
 
         private static int Run(SampleOptions options)
         {
             var total = Stopwatch.StartNew();
-            var timings = new List<(string Step, TimeSpan Elapsed)>();
             var mlContext = new MLContext(seed: 1);
+            string outputDirectory = Path.GetFullPath(options.OutputDirectory);
+            Directory.CreateDirectory(outputDirectory);
 
             // 1. Load the data: columns Label (the class name) and Features (Vector<Single, 1, 28, 28>, 0..1).
             var step = Stopwatch.StartNew();
@@ -68,72 +73,85 @@ namespace FashionMnistClassifier
                 train = FashionMnist.LoadTrain(mlContext, directory: options.DataDirectory);
                 test = FashionMnist.LoadTest(mlContext, directory: options.DataDirectory);
             }
-            catch (Exception ex) when (ex is FileNotFoundException or InvalidDataException)
+            catch (Exception ex) when (ex is FileNotFoundException or DirectoryNotFoundException or InvalidDataException)
             {
                 AnsiConsole.MarkupLineInterpolated($"[red]{ex.Message}[/]");
+                AnsiConsole.MarkupLine("Install the data set with [bold]bash eng/install-dataset.sh[/] (or run the demo with [bold]bash eng/run-demo.sh[/]).");
                 return 1;
             }
-            timings.Add(("Load data", step.Elapsed));
             AnsiConsole.MarkupLineInterpolated(
                 $"Loaded {train.GetRowCount():N0} training and {test.GetRowCount():N0} test images in {step.Elapsed.TotalSeconds:F1} s.");
 
-            // 2. Train.
+            // 2. Train the dense model.
             AnsiConsole.Write(new Rule("Training").LeftJustified());
             step.Restart();
-            using TransformerChain<KeyToValueMappingTransformer> model = Train(mlContext, train, test, options);
-            timings.Add(("Train", step.Elapsed));
+            ITransformer dense = Train(mlContext, train, test, options);
+            AnsiConsole.MarkupLineInterpolated($"Trained in {step.Elapsed.TotalSeconds:F1} s.");
 
-            // 3. Evaluate on the 10,000 test images.
-            AnsiConsole.Write(new Rule("Evaluation on the test set").LeftJustified());
-            step.Restart();
-            MulticlassClassificationMetrics metrics = mlContext.MulticlassClassification.Evaluate(model.Transform(test));
-            timings.Add(("Evaluate", step.Elapsed));
-            var metricsTable = new Table()
-                .AddColumn("Metric")
-                .AddColumn(new TableColumn("Value").RightAligned())
-                .AddRow("Micro accuracy", metrics.MicroAccuracy.ToString("P2", CultureInfo.InvariantCulture))
-                .AddRow("Macro accuracy", metrics.MacroAccuracy.ToString("P2", CultureInfo.InvariantCulture))
-                .AddRow("Log-loss", metrics.LogLoss.ToString("F4", CultureInfo.InvariantCulture))
-                .AddRow("Log-loss reduction", metrics.LogLossReduction.ToString("F4", CultureInfo.InvariantCulture));
-            AnsiConsole.Write(metricsTable);
-            // Pre-formatted tables go to Console directly: AnsiConsole would re-wrap them at the terminal width.
-            Console.WriteLine(metrics.ConfusionMatrix.GetFormattedConfusionTable());
+            var results = new List<ModelResult>();
+            var models = new List<ITransformer> { dense };
+            try
+            {
+                results.Add(Measure(mlContext, "dense", "trained network", dense, train.Schema, test, outputDirectory, null));
 
-            // 4. Save the model with the input schema, as Model Builder does.
-            AnsiConsole.Write(new Rule("Save, reload and predict").LeftJustified());
-            string path = Path.GetFullPath(options.OutputPath);
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            step.Restart();
-            mlContext.Model.Save(model, train.Schema, path);
-            timings.Add(("Save", step.Elapsed));
-            AnsiConsole.MarkupLineInterpolated($"Saved [bold]{path}[/] ({new FileInfo(path).Length / 1024.0:N1} KB).");
+                // 3. Prune it with each method; each pruner takes the trained chain and returns a chain of the same shape.
+                AnsiConsole.Write(new Rule("Pruning").LeftJustified());
+                IReadOnlyList<PruningMethod> methods = PruningMethods.For(options);
+                foreach (PruningMethod method in methods)
+                {
+                    PruningReport? report = null;
+                    AnsiConsole.MarkupLineInterpolated($"[bold]{method.Name}[/]: {method.Description}");
+                    ITransformer pruned = Progress.Run(method.Name, update =>
+                    {
+                        update("pruning and retraining");
+                        ITransformer model = method.Create(mlContext, dense, r => report = r).Fit(train);
+                        update("evaluating, saving, reloading, timing");
+                        return model;
+                    });
+                    models.Add(pruned);
+                    results.Add(Measure(mlContext, method.Name, method.Description, pruned, train.Schema, test, outputDirectory, report));
+                    if (report is not null)
+                    {
+                        AnsiConsole.MarkupLineInterpolated(
+                            $"{method.Name}: kept {report.KeptWeights:N0} of {report.Weights:N0} weights; pruning {report.PruningTime.TotalSeconds:F1} s, retraining {report.RetrainingTime.TotalSeconds:F1} s.");
+                    }
+                }
 
-            // 5. Reload it in a new MLContext, as a scoring application would, and predict a few test images.
-            step.Restart();
-            bool consistent = PredictWithReloadedModel(mlContext, model, test, path);
-            timings.Add(("Reload and predict", step.Elapsed));
+                // 4. Side by side.
+                AnsiConsole.Write(new Rule("Dense and pruned, side by side").LeftJustified());
+                Console.WriteLine(ResultsTable.Format(results));
+                string plot = Path.Combine(outputDirectory, "accuracy-vs-size.png");
+                AccuracyPlot.Write(plot, results);
+                // Paths go to Console directly: AnsiConsole would wrap them at the terminal width.
+                Console.WriteLine($"Plot of accuracy against zip size: {plot}");
 
-            // 6. The trained network: layers, parameters and multiply-accumulates.
-            AnsiConsole.Write(new Rule("Model summary").LeftJustified());
-            ImageClassificationTransformer classifier = model.OfType<ImageClassificationTransformer>().Single();
-            Console.WriteLine(classifier.GetSummary());
-            AnsiConsole.MarkupLineInterpolated($"Classes in key order: {string.Join(", ", classifier.ClassNames)}");
+                // 5. What pruning left in each layer of the last model, and a few predictions of it reloaded from its zip.
+                ModelResult last = results[^1];
+                AnsiConsole.Write(new Rule($"Model summary: {last.Name}").LeftJustified());
+                Console.WriteLine(models[^1].GetSummary());
+                AnsiConsole.Write(new Rule($"Predictions of the reloaded {last.Name} model").LeftJustified());
+                PreviewPredictions(mlContext, test, last.ZipPath);
 
-            AnsiConsole.Write(new Rule("Timings").LeftJustified());
-            var timingTable = new Table().AddColumn("Step").AddColumn(new TableColumn("Seconds").RightAligned());
-            foreach (var (name, elapsed) in timings)
-                timingTable.AddRow(name, elapsed.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture));
-            timingTable.AddRow("[bold]Total[/]", $"[bold]{total.Elapsed.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture)}[/]");
-            AnsiConsole.Write(timingTable);
-            return consistent ? 0 : 1;
+                bool consistent = results.All(r => r.ReloadIdentical);
+                if (consistent)
+                    AnsiConsole.MarkupLineInterpolated($"[green]Every reloaded model predicts as the model in memory[/] (first {PreviewCount} test images).");
+                else
+                    AnsiConsole.MarkupLine("[red]A reloaded model disagrees with the model in memory.[/]");
+                AnsiConsole.MarkupLineInterpolated($"Total {total.Elapsed.TotalSeconds:F0} s.");
+                return consistent ? 0 : 1;
+            }
+            finally
+            {
+                foreach (ITransformer model in models)
+                    DisposeAll(model);
+            }
         }
 
         /// <summary>
         /// The Model Builder pipeline: class name → key, train the network, predicted key → class name.
-        /// A progress bar advances after every epoch.
+        /// A progress bar (or a line, when the output is not a terminal) advances after every epoch.
         /// </summary>
-        private static TransformerChain<KeyToValueMappingTransformer> Train(MLContext mlContext, IDataView train, IDataView test,
-            SampleOptions options)
+        private static ITransformer Train(MLContext mlContext, IDataView train, IDataView test, SampleOptions options)
         {
             // Every other setting keeps the library default (SGD with Nesterov momentum, cosine schedule, batch 128).
             var trainerOptions = new ImageClassifierTrainer.Options
@@ -146,92 +164,105 @@ namespace FashionMnistClassifier
 
             var labelToKey = mlContext.Transforms.Conversion.MapValueToKey("Label",
                 keyOrdinality: ValueToKeyMappingEstimator.KeyOrdinality.ByValue);
-            // The trainer reads the validation set directly, not through the pipeline, so it needs the key labels here.
+            // The trainer reads the validation set as it is, not through the pipeline: give it the steps before the trainer.
             trainerOptions.ValidationSet = labelToKey.Fit(train).Transform(test);
 
-            return AnsiConsole.Progress()
-                .AutoClear(false)
-                .Columns(
-                    new TaskDescriptionColumn { Alignment = Justify.Left },
-                    new ProgressBarColumn(),
-                    new PercentageColumn(),
-                    new ElapsedTimeColumn(),
-                    new RemainingTimeColumn())
-                .Start(context =>
-                {
-                    ProgressTask progress = context.AddTask($"epoch 0/{trainerOptions.Epochs}", maxValue: trainerOptions.Epochs);
-                    trainerOptions.EpochCompleted = epoch =>
-                    {
-                        AnsiConsole.MarkupLineInterpolated($"[grey]{epoch}[/]");
-                        progress.Description = Markup.Escape(FormattableString.Invariant(
-                            $"epoch {epoch.Epoch}/{epoch.Epochs}: loss {epoch.Loss:F3}, accuracy {epoch.ValidationAccuracy ?? epoch.TrainingAccuracy:P1}, {epoch.ImagesPerSecond:N0} images/s"));
-                        progress.Increment(1);
-                    };
-
-                    var pipeline = labelToKey
-                        .Append(mlContext.MulticlassClassification.Trainers.ImageClassifier(trainerOptions))
-                        .Append(mlContext.Transforms.Conversion.MapKeyToValue("PredictedLabel"));
-                    return pipeline.Fit(train);
-                });
+            return Progress.Run($"training {trainerOptions.Architecture}", trainerOptions.Epochs, advance =>
+            {
+                trainerOptions.EpochCompleted = epoch => advance(FormattableString.Invariant(
+                    $"epoch {epoch.Epoch}/{epoch.Epochs}: loss {epoch.Loss:F3}, test accuracy {epoch.ValidationAccuracy ?? epoch.TrainingAccuracy:P2}, {epoch.ImagesPerSecond:N0} images/s"));
+                return labelToKey
+                    .Append(mlContext.MulticlassClassification.Trainers.ImageClassifier(trainerOptions))
+                    .Append(mlContext.Transforms.Conversion.MapKeyToValue("PredictedLabel"))
+                    .Fit(train);
+            });
         }
 
-        /// <summary>
-        /// Loads the saved model in a new <see cref="MLContext"/>, predicts the first test images with a
-        /// <see cref="PredictionEngine{TSrc, TDst}"/> and checks the predictions against the in-memory model's.
-        /// </summary>
-        /// <returns>True when both models predict the same labels and scores.</returns>
-        private static bool PredictWithReloadedModel(MLContext mlContext, ITransformer model, IDataView test, string path)
+        /// <summary>Evaluates, summarizes, saves, reloads and times one model.</summary>
+        private static ModelResult Measure(MLContext mlContext, string name, string description, ITransformer model, DataViewSchema inputSchema,
+            IDataView test, string outputDirectory, PruningReport? report)
         {
+            MulticlassClassificationMetrics metrics = mlContext.MulticlassClassification.Evaluate(model.Transform(test));
+            ModelSummary summary = model.GetSummary();
+
+            string zip = Path.Combine(outputDirectory, $"{FileName(name)}.zip");
+            mlContext.Model.Save(model, inputSchema, zip);
+            bool identical = ReloadPredictsTheSame(model, test, zip);
+
+            var (latencyMs, imagesPerSecond) = InferenceTiming.Measure(model.GetImageClassifier());
+            return new ModelResult(name, description, metrics.MicroAccuracy, summary.Parameters, summary.NonZeroParameters,
+                summary.NonZeroMultiplyAccumulates, new FileInfo(zip).Length, latencyMs, imagesPerSecond, zip, identical, report);
+        }
+
+        private static string FileName(string name)
+            => new string(name.Select(c => char.IsLetterOrDigit(c) ? char.ToLowerInvariant(c) : '-').ToArray());
+
+        /// <summary>
+        /// Loads the saved model in a new <see cref="MLContext"/>, as a scoring application would, and checks that a
+        /// <see cref="PredictionEngine{TSrc, TDst}"/> of it predicts the first test images as the model in memory does.
+        /// </summary>
+        private static bool ReloadPredictsTheSame(ITransformer model, IDataView test, string zip)
+        {
+            var mlContext = new MLContext(seed: 1);
             ModelInput[] images = mlContext.Data.CreateEnumerable<ModelInput>(test, reuseRowObject: false).Take(PreviewCount).ToArray();
             ModelOutput[] expected = mlContext.Data.CreateEnumerable<ModelOutput>(model.Transform(test), reuseRowObject: false)
                 .Take(PreviewCount).ToArray();
-
-            var inferenceContext = new MLContext(seed: 1);
-            ITransformer loaded = inferenceContext.Model.Load(path, out DataViewSchema _);
+            ITransformer loaded = mlContext.Model.Load(zip, out DataViewSchema _);
             try
             {
-                using PredictionEngine<ModelInput, ModelOutput> engine =
-                    inferenceContext.Model.CreatePredictionEngine<ModelInput, ModelOutput>(loaded);
+                using PredictionEngine<ModelInput, ModelOutput> engine = mlContext.Model.CreatePredictionEngine<ModelInput, ModelOutput>(loaded);
+                return images.Zip(expected).All(pair =>
+                {
+                    ModelOutput prediction = engine.Predict(pair.First);
+                    return prediction.PredictedLabel == pair.Second.PredictedLabel
+                        && prediction.Score.Zip(pair.Second.Score, (a, b) => Math.Abs(a - b)).Max() <= 1e-6f;
+                });
+            }
+            finally
+            {
+                DisposeAll(loaded);
+            }
+        }
 
+        /// <summary>The first test images predicted by the model saved in <paramref name="zip"/>, reloaded.</summary>
+        private static void PreviewPredictions(MLContext mlContext, IDataView test, string zip)
+        {
+            ITransformer loaded = new MLContext(seed: 1).Model.Load(zip, out DataViewSchema _);
+            try
+            {
+                using PredictionEngine<ModelInput, ModelOutput> engine = mlContext.Model.CreatePredictionEngine<ModelInput, ModelOutput>(loaded);
                 var table = new Table()
                     .AddColumn(new TableColumn("#").RightAligned())
                     .AddColumn("True label")
                     .AddColumn("Predicted label")
                     .AddColumn(new TableColumn("Probability").RightAligned());
-                bool sameLabels = true;
-                float maxDifference = 0;
-                for (int i = 0; i < images.Length; i++)
+                int i = 0;
+                foreach (ModelInput image in mlContext.Data.CreateEnumerable<ModelInput>(test, reuseRowObject: false).Take(PreviewCount))
                 {
-                    ModelOutput prediction = engine.Predict(images[i]);
-                    sameLabels &= prediction.PredictedLabel == expected[i].PredictedLabel;
-                    maxDifference = Math.Max(maxDifference, prediction.Score.Zip(expected[i].Score, (a, b) => Math.Abs(a - b)).Max());
-
-                    string color = prediction.PredictedLabel == images[i].Label ? "green" : "red";
+                    ModelOutput prediction = engine.Predict(image);
+                    string color = prediction.PredictedLabel == image.Label ? "green" : "red";
                     table.AddRow(
-                        i.ToString(CultureInfo.InvariantCulture),
-                        Markup.Escape(images[i].Label),
+                        (i++).ToString(CultureInfo.InvariantCulture),
+                        Markup.Escape(image.Label),
                         $"[{color}]{Markup.Escape(prediction.PredictedLabel)}[/]",
                         prediction.Score.Max().ToString("P1", CultureInfo.InvariantCulture));
                 }
                 AnsiConsole.Write(table);
-
-                bool consistent = sameLabels && maxDifference <= 1e-6f;
-                if (consistent)
-                {
-                    AnsiConsole.MarkupLineInterpolated(
-                        $"[green]The reloaded model predicts as the in-memory model[/] on these {images.Length} images (largest score difference {maxDifference:G3}).");
-                }
-                else
-                {
-                    AnsiConsole.MarkupLineInterpolated(
-                        $"[red]The reloaded model disagrees with the in-memory model[/] (same labels: {sameLabels}, largest score difference {maxDifference:G3}).");
-                }
-                return consistent;
             }
             finally
             {
-                (loaded as IDisposable)?.Dispose();
+                DisposeAll(loaded);
             }
+        }
+
+        private static void DisposeAll(ITransformer model)
+        {
+            if (model is IEnumerable<ITransformer> chain)
+            {
+                foreach (ITransformer part in chain)
+                    DisposeAll(part);
+            }
+            (model as IDisposable)?.Dispose();
         }
     }
 }

@@ -9,7 +9,7 @@ using Microsoft.ML.Pruning.Networks;
 
 namespace FashionMnistClassifier
 {
-    /// <summary>The command line: <c>--architecture NAME --epochs N --data DIR --output PATH</c>.</summary>
+    /// <summary>The command line: <c>--architecture NAME --epochs N --kept F --retrain-epochs N --data DIR --output DIR</c>.</summary>
     internal sealed class SampleOptions
     {
         /// <summary>The network to train. Default: LeNet-5.</summary>
@@ -18,11 +18,17 @@ namespace FashionMnistClassifier
         /// <summary>Passes over the 60,000 training images. Default: 15.</summary>
         public int Epochs { get; private set; } = 15;
 
+        /// <summary>The fraction of the weights each weight-level pruner keeps. Default: 0.1.</summary>
+        public double KeptFraction { get; private set; } = 0.1;
+
+        /// <summary>Epochs of retraining with the masks fixed after pruning. Default: 1.</summary>
+        public int RetrainEpochs { get; private set; } = 1;
+
         /// <summary>The Fashion-MNIST directory; null uses FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist.</summary>
         public string? DataDirectory { get; private set; }
 
-        /// <summary>Where to save the model zip, relative to the current directory.</summary>
-        public string OutputPath { get; private set; } = Path.Combine("artifacts", "FashionMnistClassifier", "model.zip");
+        /// <summary>Where to write the model zips and the plot, relative to the current directory.</summary>
+        public string OutputDirectory { get; private set; } = Path.Combine("artifacts", "FashionMnistClassifier");
 
         /// <summary>True when <c>--help</c> was given.</summary>
         public bool ShowHelp { get; private set; }
@@ -36,8 +42,10 @@ namespace FashionMnistClassifier
 
               --architecture NAME   {string.Join(" | ", AllArchitectures.Select(Architectures.ShortName))} (default: lenet5)
               --epochs N            training epochs (default: 15)
+              --kept F              fraction of the weights the pruners keep, in (0, 1] (default: 0.1)
+              --retrain-epochs N    retraining epochs after pruning, 0 for none (default: 1)
               --data DIR            Fashion-MNIST directory (default: $FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)
-              --output PATH         model zip to write (default: artifacts/FashionMnistClassifier/model.zip)
+              --output DIR          where the model zips and the plot go (default: artifacts/FashionMnistClassifier)
               --help                show this text
             """;
 
@@ -68,13 +76,19 @@ namespace FashionMnistClassifier
                         options.Architecture = ParseArchitecture(value ?? NextValue(args, ref i, name));
                         break;
                     case "--epochs":
-                        options.Epochs = ParseEpochs(value ?? NextValue(args, ref i, name));
+                        options.Epochs = ParseCount(value ?? NextValue(args, ref i, name), name, minimum: 1);
                         break;
                     case "--data":
                         options.DataDirectory = value ?? NextValue(args, ref i, name);
                         break;
+                    case "--kept":
+                        options.KeptFraction = ParseKept(value ?? NextValue(args, ref i, name));
+                        break;
+                    case "--retrain-epochs":
+                        options.RetrainEpochs = ParseCount(value ?? NextValue(args, ref i, name), name, minimum: 0);
+                        break;
                     case "--output":
-                        options.OutputPath = value ?? NextValue(args, ref i, name);
+                        options.OutputDirectory = value ?? NextValue(args, ref i, name);
                         break;
                     default:
                         throw new FormatException($"Unknown option '{args[i]}'.");
@@ -104,11 +118,18 @@ namespace FashionMnistClassifier
                 $"Unknown architecture '{value}'; use one of {string.Join(", ", AllArchitectures.Select(Architectures.ShortName))}.");
         }
 
-        private static int ParseEpochs(string value)
+        private static int ParseCount(string value, string name, int minimum)
         {
-            if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int epochs) || epochs < 1)
-                throw new FormatException($"--epochs must be a whole number of at least 1; got '{value}'.");
-            return epochs;
+            if (!int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out int count) || count < minimum)
+                throw new FormatException($"{name} must be a whole number of at least {minimum}; got '{value}'.");
+            return count;
+        }
+
+        private static double ParseKept(string value)
+        {
+            if (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double kept) || !(kept > 0 && kept <= 1))
+                throw new FormatException($"--kept must be a number in (0, 1]; got '{value}'.");
+            return kept;
         }
     }
 }

@@ -327,10 +327,24 @@ namespace Microsoft.ML.Pruning.Training
                 (ImageShape shape, int classes, DataViewSchema.DetachedColumn label) = CheckInput(options, input.Schema, "training data");
                 if (options.ValidationSet is IDataView validationData)
                 {
-                    var (validationShape, validationClasses, _) = CheckInput(options, validationData.Schema, "validation set");
+                    ImageShape validationShape;
+                    int validationClasses;
+                    try
+                    {
+                        (validationShape, validationClasses, _) = CheckInput(options, validationData.Schema, "validation set");
+                    }
+                    catch (ArgumentException ex)
+                    {
+                        throw new ArgumentException(ex.Message + " " + ValidationSetHint, nameof(options), ex);
+                    }
                     if (validationShape != shape || validationClasses != classes)
-                        throw new ArgumentException($"The validation set has {validationShape} images and {validationClasses} classes; the training data has {shape} and {classes}.");
+                    {
+                        throw new ArgumentException(
+                            $"The validation set has {validationShape} images and {validationClasses} classes; the training data has {shape} and {classes}. {ValidationSetHint}",
+                            nameof(options));
+                    }
                 }
+                Native.TorchSharpNativeLibrary.EnsureLoaded();
 
                 torch.Device device = TorchDevices.Resolve(options.Device);
                 if (options.NumberOfThreads is int threads)
@@ -365,6 +379,12 @@ namespace Microsoft.ML.Pruning.Training
                 Validation?.Dispose();
             }
         }
+
+        /// <summary>How to prepare a validation set, appended to the messages about one that does not fit.</summary>
+        internal const string ValidationSetHint =
+            "Options.ValidationSet is read as it is, not through the pipeline: transform it with the same steps that come before " +
+            "the trainer (e.g. var prepare = mlContext.Transforms.Conversion.MapValueToKey(\"Label\").Append(...).Fit(train); " +
+            "options.ValidationSet = prepare.Transform(validation)), so that it has the training data's label key and image column.";
 
         /// <summary>The image shape, class count and label column of <paramref name="schema"/>; throws naming what is wrong.</summary>
         internal static (ImageShape Shape, int Classes, DataViewSchema.DetachedColumn Label) CheckInput(Options options, DataViewSchema schema, string dataName)

@@ -7,7 +7,8 @@ using System.Text;
 #if !ELF_HELPERS_ONLY
 using Microsoft.Build.Framework;
 
-// ELF_HELPERS_ONLY: the unit tests compile just the ELF helpers, without MSBuild.
+// ELF_HELPERS_ONLY: the library compiles just the ELF helpers, without MSBuild, for the same fix-up at run time
+// (Native/TorchSharpNativeLibrary.cs).
 
 /// <summary>
 /// MSBuild task that lets TorchSharp's native shim load on Linux distributions whose libstdc++ predates a
@@ -73,7 +74,7 @@ public sealed class MarkSymbolVersionWeak : Microsoft.Build.Utilities.Task
 #endif
 
 /// <summary>Reads and edits the version-needs section (<c>SHT_GNU_verneed</c>) of a little-endian ELF64 file.</summary>
-public static class ElfVersionNeeds
+internal static class ElfVersionNeeds
 {
     private const uint ShtGnuVerneed = 0x6ffffffe;
     private const ushort VerFlagWeak = 0x2;
@@ -122,7 +123,8 @@ public static class ElfVersionNeeds
         return false;
     }
 
-    private static int FindVernaux(byte[] image, string version)
+    /// <summary>The offset of the Vernaux entry naming <paramref name="version"/> in <paramref name="image"/>, or -1.</summary>
+    internal static int FindVernaux(byte[] image, string version)
     {
         if (image.Length < 64 || image[0] != 0x7f || image[1] != (byte)'E' || image[2] != (byte)'L' || image[3] != (byte)'F')
             throw new InvalidDataException("not an ELF file");

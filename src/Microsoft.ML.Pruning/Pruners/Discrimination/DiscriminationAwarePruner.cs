@@ -156,6 +156,7 @@ namespace Microsoft.ML.Pruning.Pruners
 
             (Tensor Images, Tensor Labels) selection = SampleSelection(context);
             var kept = new Dictionary<string, long[]>(StringComparer.Ordinal);
+            var elapsed = new Dictionary<string, TimeSpan>(StringComparer.Ordinal);
             try
             {
                 if (_options.RandomSelection)
@@ -176,7 +177,9 @@ namespace Microsoft.ML.Pruning.Pruners
                     for (int i = 0; i < layers.Count; i++)
                     {
                         context.CancellationToken.ThrowIfCancellationRequested();
+                        var layerClock = Stopwatch.StartNew();
                         kept[layers[i].Group.Name] = Select(context, network, baseline, heads, layers[i], segment[i] < auxiliary ? segment[i] : -1, keep[i], selection);
+                        elapsed[layers[i].Path] = layerClock.Elapsed;
                     }
                 }
             }
@@ -198,7 +201,7 @@ namespace Microsoft.ML.Pruning.Pruners
             NetworkDefinition pruned = ChannelSurgery.Resize(definition, channelSelection.Groups.Select(g => (g.Group, g.Kept.Length)));
             var after = pruned.Flatten().ToDictionary(l => l.Path, l => l.Layer, StringComparer.Ordinal);
             foreach (var (path, layer) in definition.Flatten().Where(l => l.Layer is Conv2dLayer or LinearLayer))
-                context.Results.Add(new LayerPruningResult(path, Weights(layer), Weights(after[path]), null, clock.Elapsed / layers.Count));
+                context.Results.Add(new LayerPruningResult(path, Weights(layer), Weights(after[path]), null, elapsed.GetValueOrDefault(path)));
             context.CalibrationImages = _options.SelectionImages;
             return mask;
         }

@@ -3,15 +3,18 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
-using Microsoft.ML.Pruning.MLNet;
 
-namespace Microsoft.ML.Pruning.Pruners.Common
+namespace Microsoft.ML.Pruning.MLNet
 {
     /// <summary>
     /// The one <see cref="ImageClassificationTransformer"/> inside a trained model — the classifier itself or a
     /// (possibly nested) transformer chain, fresh from <c>Fit</c> or from <c>mlContext.Model.Load</c> — with the
     /// transformers that run before and after it, and a way to put another classifier in its place.
     /// </summary>
+    /// <remarks>
+    /// ML.NET glue: walking a chain needs its scopes, which ML.NET keeps internal (<see cref="MLNetInternals.TryGetChain"/>).
+    /// The pruners and <see cref="TrainedModelExtensions.GetSummary(ITransformer)"/> find the classifier through it.
+    /// </remarks>
     internal sealed class ClassifierInModel
     {
         private readonly ITransformer _model;
@@ -37,6 +40,8 @@ namespace Microsoft.ML.Pruning.Pruners.Common
         public static ClassifierInModel Find(ITransformer model, string parameterName)
         {
             ArgumentNullException.ThrowIfNull(model, parameterName);
+            // Every pruner and summary reaches libtorch through here: fail with the real cause if its shim cannot load.
+            Native.TorchSharpNativeLibrary.EnsureLoaded();
             var flattened = new List<ITransformer>();
             Flatten(model, flattened);
             var classifiers = flattened.OfType<ImageClassificationTransformer>().ToList();
@@ -51,7 +56,7 @@ namespace Microsoft.ML.Pruning.Pruners.Common
             if (classifiers.Count > 1)
             {
                 throw new ArgumentException(
-                    $"The model contains {classifiers.Count} image classifiers; a pruner needs a model with exactly one. Pass the chain or classifier to prune.",
+                    $"The model contains {classifiers.Count} image classifiers; pass a model with exactly one (the chain or the classifier you mean).",
                     parameterName);
             }
             return new ClassifierInModel(model, classifiers[0], flattened);
