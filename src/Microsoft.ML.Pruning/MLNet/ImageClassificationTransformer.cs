@@ -231,6 +231,8 @@ namespace Microsoft.ML.Pruning.MLNet
             Contracts.CheckValue(env, nameof(env));
             env.CheckValue(ctx, nameof(ctx));
             ctx.CheckAtModel(GetVersionInfo());
+            // Loading a model is often an application's first libtorch call: a shim that cannot load says why here.
+            Native.TorchSharpNativeLibrary.EnsureLoaded();
             string folder = string.IsNullOrEmpty(ctx.Directory) ? "" : ctx.Directory.Replace('\\', '/') + "/";
             string modelEntry = folder + ModelStreamName, jsonEntry = folder + DefinitionStreamName, weightsEntry = folder + WeightsStreamName;
             try
