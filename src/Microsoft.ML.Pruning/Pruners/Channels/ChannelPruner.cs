@@ -162,7 +162,6 @@ namespace Microsoft.ML.Pruning.Pruners
             NetworkDefinition original = context.Network.Definition;
             long originalMacs = original.MultiplyAccumulates();
             var originalChannels = ChannelGroups.Find(original).ToDictionary(g => g.Name, g => g.Channels, StringComparer.Ordinal);
-            var originalWeights = LayerWeights(original);
             int rounds = _options.PruningRounds;
             var clock = new Stopwatch();
             for (int round = 1; ; round++)
@@ -198,7 +197,9 @@ namespace Microsoft.ML.Pruning.Pruners
                     $"Channel pruning round {round}/{rounds} ({importance.Name}, {allocation}): keeping {string.Join(", ", entries.Select((e, i) => $"{e.Group.Name} {counts[i]}/{e.Group.Channels}"))}."));
                 if (round == rounds)
                 {
-                    Report(context, entries, counts, originalChannels, originalWeights, ChannelSurgery.Resize(current, entries.Select((e, i) => (e.Group, counts[i]))), clock.Elapsed);
+                    TimeSpan perLayer = clock.Elapsed / Math.Max(1, entries.Count);
+                    ChannelReport.Add(context, original, ChannelSurgery.Resize(current, entries.Select((e, i) => (e.Group, counts[i]))),
+                        entries.Select((e, i) => (e.Group, originalChannels.GetValueOrDefault(e.Group.Name, e.Group.Channels), counts[i])), _ => perLayer);
                     return mask;
                 }
                 using (mask)
@@ -215,31 +216,5 @@ namespace Microsoft.ML.Pruning.Pruners
         }
 
         private static long[] All(int channels) => Enumerable.Range(0, channels).Select(c => (long)c).ToArray();
-
-        /// <summary>Weights (not biases) of each Linear and Conv2d layer, by path.</summary>
-        private static Dictionary<string, long> LayerWeights(NetworkDefinition definition)
-            => definition.Flatten().Where(l => l.Layer is Conv2dLayer or LinearLayer or ShiftPointwiseConv2dLayer).ToDictionary(l => l.Path, l => l.Layer switch
-            {
-                Conv2dLayer c => (long)c.OutChannels * c.InChannels * c.KernelSize * c.KernelSize,
-                ShiftPointwiseConv2dLayer s => (long)s.OutChannels * s.InChannels,
-                LinearLayer f => (long)f.OutFeatures * f.InFeatures,
-                _ => 0L,
-            }, StringComparer.Ordinal);
-
-        private static void Report(PruningContext context, IReadOnlyList<ChannelAllocator.Entry> entries, int[] counts, IReadOnlyDictionary<string, int> originalChannels,
-            IReadOnlyDictionary<string, long> originalWeights, NetworkDefinition pruned, TimeSpan elapsed)
-        {
-            var after = LayerWeights(pruned);
-            foreach (var (path, weights) in originalWeights)
-                context.Results.Add(new LayerPruningResult(path, weights, after.GetValueOrDefault(path, weights), null, elapsed / Math.Max(1, originalWeights.Count)));
-            for (int i = 0; i < entries.Count; i++)
-            {
-                ChannelGroup group = entries[i].Group;
-                if (!group.Prunable)
-                    continue;
-                context.ChannelResults.Add(new ChannelGroupResult(group.Name, group.Members.Select(m => m.Path).Distinct().ToArray(),
-                    originalChannels.GetValueOrDefault(group.Name, group.Channels), counts[i], group.IsResidual));
-            }
-        }
     }
 }

@@ -148,7 +148,6 @@ namespace Microsoft.ML.Pruning.Pruners
 
         private protected override PruningMask Prune(PruningContext context)
         {
-            var clock = Stopwatch.StartNew();
             ClassifierNetwork network = context.Network;
             NetworkDefinition definition = network.Definition;
             IReadOnlyList<PrunedLayer> layers = PrunedLayers(definition);
@@ -193,25 +192,11 @@ namespace Microsoft.ML.Pruning.Pruners
                 .Select(g => (g, kept.TryGetValue(g.Name, out long[]? k) ? k : Enumerable.Range(0, g.Channels).Select(c => (long)c).ToArray())).ToArray());
             var mask = new PruningMask();
             mask.RemoveChannels(channelSelection);
-            foreach (var (group, channels) in channelSelection.Groups.Where(g => g.Group.Prunable))
-            {
-                context.ChannelResults.Add(new ChannelGroupResult(group.Name, group.Members.Select(m => m.Path).Distinct().ToArray(), group.Channels, channels.Length,
-                    group.IsResidual));
-            }
-            NetworkDefinition pruned = ChannelSurgery.Resize(definition, channelSelection.Groups.Select(g => (g.Group, g.Kept.Length)));
-            var after = pruned.Flatten().ToDictionary(l => l.Path, l => l.Layer, StringComparer.Ordinal);
-            foreach (var (path, layer) in definition.Flatten().Where(l => l.Layer is Conv2dLayer or LinearLayer))
-                context.Results.Add(new LayerPruningResult(path, Weights(layer), Weights(after[path]), null, elapsed.GetValueOrDefault(path)));
+            ChannelReport.Add(context, definition, ChannelSurgery.Resize(definition, channelSelection.Groups.Select(g => (g.Group, g.Kept.Length))),
+                channelSelection.Groups.Select(g => (g.Group, g.Group.Channels, g.Kept.Length)), path => elapsed.GetValueOrDefault(path));
             context.CalibrationImages = _options.SelectionImages;
             return mask;
         }
-
-        private static long Weights(LayerDefinition layer) => layer switch
-        {
-            Conv2dLayer c => (long)c.OutChannels * c.InChannels * c.KernelSize * c.KernelSize,
-            LinearLayer l => (long)l.OutFeatures * l.InFeatures,
-            _ => 0,
-        };
 
         /// <summary>Input channels each pruned layer keeps: c − ⌊η·c⌋, with η given or searched for the MACs target.</summary>
         private int[] KeptCounts(NetworkDefinition definition, IReadOnlyList<PrunedLayer> layers)
