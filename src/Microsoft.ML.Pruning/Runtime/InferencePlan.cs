@@ -20,7 +20,9 @@ namespace Microsoft.ML.Pruning.Runtime
     /// <see cref="CompactConvolution"/>, which reads shifted inputs in place; pruned and small fully connected layers run as
     /// compressed sparse rows (<see cref="CompactLinear"/>); batch norm is folded into the layer before it, ReLU and
     /// max pooling into the layer's output. Dense convolutions and dense fully connected layers, whose libtorch kernels
-    /// are already as fast as their FLOPs allow, and layers the kernels do not cover stay on libtorch.
+    /// are already as fast as their FLOPs allow, and layers the kernels do not cover stay on libtorch; a dense
+    /// convolution of up to 40,000 weights runs on the managed kernel when a single image is scored, where libtorch's
+    /// fixed cost per call is most of its time.
     /// </summary>
     /// <remarks>
     /// The plan holds a copy of the weights taken when it was compiled. It is immutable and safe to use from several
@@ -36,6 +38,10 @@ namespace Microsoft.ML.Pruning.Runtime
         private const double SparseConvolutionDensity = 0.5;
         private const double SparseLinearDensity = 0.3;
         private const long SmallLayerWeights = 4096;
+
+        // A dense convolution with at most this many weights that runs on libtorch for batches runs on the managed kernel
+        // for a single image, where libtorch's fixed cost per call is most of the layer's time.
+        private const long SingleImageLayerWeights = 40_000;
         private const int PooledBuffers = 8;
 
         private readonly ConcurrentStack<float[]> _buffers = new();
@@ -325,11 +331,20 @@ namespace Microsoft.ML.Pruning.Runtime
                         Tensor b = Owned(folded);
                         long[] stride = { conv.Stride, conv.Stride }, padding = { conv.Padding, conv.Padding };
                         output = conv.OutputShape(shape);
-                        steps.Add(new LibTorchStep(string.Join("+", names), "libtorch conv2d", shape, output, x =>
+                        string fused = string.Join("+", names);
+                        var batched = new LibTorchStep(fused, "libtorch conv2d", shape, output, x =>
                         {
                             Tensor y = Convolution.Conv2d(x, w, b, stride, padding);
                             return relu ? y.relu_() : y;
-                        }, w, b));
+                        }, w, b);
+                        if (total > SingleImageLayerWeights)
+                        {
+                            steps.Add(batched);
+                            return next - 1;
+                        }
+                        var single = new CompactConvolution(conv.InChannels, shape[1], shape[2], conv.OutChannels, k, conv.Stride, conv.Padding,
+                            ConvolutionTerms(weight, conv.OutChannels, conv.InChannels, k), folded, relu, pool: 1);
+                        steps.Add(new BatchSizeStep(new CompactConvolutionStep(fused, "dense conv2d", shape, single), batched));
                         return next - 1;
                     }
                 }

@@ -250,6 +250,36 @@ namespace Microsoft.ML.Pruning.Runtime
     }
 
     /// <summary>
+    /// One layer with two implementations of the same computation: the managed kernel for a single image, where
+    /// libtorch's fixed cost per call dominates a small layer, and libtorch for batches, where its kernels are faster.
+    /// </summary>
+    internal sealed class BatchSizeStep : InferenceStep
+    {
+        private readonly InferenceStep _single;
+        private readonly InferenceStep _batched;
+
+        public BatchSizeStep(InferenceStep single, InferenceStep batched)
+            : base(batched.Layers, batched.Kind + ", managed at batch 1", batched.InputShape, batched.OutputShape)
+        {
+            if (!single.OutputShape.SequenceEqual(batched.OutputShape) || !single.InputShape.SequenceEqual(batched.InputShape))
+                throw new ArgumentException($"Step '{batched.Layers}': both implementations must read and write the same shapes.");
+            _single = single;
+            _batched = batched;
+        }
+
+        public override bool UsesLibTorch => true;
+
+        public override void Run(float[] input, float[] output, int batch)
+            => (batch == 1 ? _single : _batched).Run(input, output, batch);
+
+        public override void Dispose()
+        {
+            _single.Dispose();
+            _batched.Dispose();
+        }
+    }
+
+    /// <summary>
     /// A residual block, <c>relu(body(x) + shortcut(x))</c>, whose branches are compiled steps of their own (an empty
     /// shortcut is the identity). It runs image by image when every step of both branches does, so that a run of blocks
     /// takes each image through while its activations are in the core's cache; otherwise branch by branch on the batch.

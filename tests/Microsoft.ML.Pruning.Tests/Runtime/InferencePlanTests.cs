@@ -131,11 +131,13 @@ namespace Microsoft.ML.Pruning.Tests.Runtime
             RandomizeBatchNorm(network);
             InferencePlan plan = network.CompiledForm()!;
             Assert.IsFalse(plan.Steps.Any(s => s.Kind.StartsWith("batchnorm", StringComparison.Ordinal)), plan.ToString());
-            // The stem is small enough for the managed kernel; the dense 3x3 convolutions stay on libtorch.
+            // The stem is small enough for the managed kernel; the dense 3x3 convolutions stay on libtorch for batches, and
+            // those of up to 40,000 weights run on the managed kernel for a single image.
             Assert.AreEqual("sparse conv2d", plan.Steps[0].Kind, plan.ToString());
             Assert.AreEqual("conv1+bn1+relu1", plan.Steps[0].Layers);
-            Assert.AreEqual("libtorch conv2d", plan.Steps[1].Kind);
+            Assert.AreEqual("libtorch conv2d, managed at batch 1", plan.Steps[1].Kind);
             Assert.AreEqual("conv2+bn2+relu2", plan.Steps[1].Layers);
+            Assert.AreEqual("libtorch conv2d", plan.Steps.Single(s => s.Layers.StartsWith("conv5", StringComparison.Ordinal)).Kind, "73,728 weights");
             AssertPlanMatchesLibTorch(network, 16 * 16);
         }
 
