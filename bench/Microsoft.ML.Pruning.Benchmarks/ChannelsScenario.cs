@@ -106,7 +106,6 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 if (slim is not null)
                     Measure(slim, "dense-slimming", null, null, null, null);
 
-                var pruned = new List<ITransformer>();
                 foreach (double target in targets)
                 {
                     foreach (string name in criteria)
@@ -159,7 +158,6 @@ namespace Microsoft.ML.Pruning.Benchmarks
                             ml.Model.Save(result, train.Schema, cached);
                             File.WriteAllText(cached + ".seconds", FormattableString.Invariant($"{report!.PruningTime.TotalSeconds} {seconds}"));
                         }
-                        pruned.Add(result);
                         Measure(result, "channels", name, target, report, seconds);
                     }
                 }
