@@ -34,6 +34,11 @@ namespace Microsoft.ML.Pruning.Benchmarks
         public static int Run(string[] args)
         {
             int files = IntArg(args, "--files", 10_000), seed = IntArg(args, "--seed", 20261205);
+            int loaderAt = Array.IndexOf(args, "--loader");
+            string loader = loaderAt >= 0 && loaderAt + 1 < args.Length ? args[loaderAt + 1] : "checked";
+            if (loader is not ("checked" or "mlnet"))
+                throw new ArgumentException($"--loader is '{loader}'; use checked (mlContext.Model.LoadChecked) or mlnet (mlContext.Model.Load)");
+            Console.WriteLine($"loader: {(loader == "checked" ? "mlContext.Model.LoadChecked" : "mlContext.Model.Load")}");
             var timeout = TimeSpan.FromSeconds(20);
             const long memoryBound = 1L << 30;
             var models = FuzzModels.Kinds.Select(k => (Kind: k, Model: FuzzModels.Create(k))).ToArray();
@@ -54,7 +59,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 }
                 foreach (FuzzCase c in cases)
                 {
-                    results.Add(FuzzRunner.Run(c, m => FuzzModels.ScoreLoaded(m, input), scores, timeout, memoryBound));
+                    results.Add(FuzzRunner.Run(c, m => FuzzModels.ScoreLoaded(m, input), scores, timeout, memoryBound, checkedLoad: loader == "checked"));
                     if (results.Count % 500 == 0)
                         Console.WriteLine($"{results.Count} files, {watch.Elapsed.TotalSeconds:F0} s");
                 }

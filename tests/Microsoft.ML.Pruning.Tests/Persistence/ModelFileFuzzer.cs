@@ -436,8 +436,10 @@ namespace Microsoft.ML.Pruning.Fuzzing
         /// <param name="original">The original model's scores.</param>
         /// <param name="timeout">The time limit of load and scoring.</param>
         /// <param name="memoryBound">The bound on the process's working set growth and on managed allocation.</param>
+        /// <param name="checkedLoad">Load with the library's <c>LoadChecked</c> (zip, CRC-32 and ML.NET's headers checked
+        /// first) instead of ML.NET's <c>Load</c>.</param>
         public static FuzzResult Run(FuzzCase fuzzCase, Func<ITransformer, (float[][] Scores, bool SameInput)> score, float[][] original,
-            TimeSpan timeout, long memoryBound)
+            TimeSpan timeout, long memoryBound, bool checkedLoad = false)
         {
             string path = Path.Combine(Path.GetTempPath(), "pruning-fuzz-" + Guid.NewGuid().ToString("N") + ".zip");
             File.WriteAllBytes(path, fuzzCase.Zip);
@@ -453,12 +455,14 @@ namespace Microsoft.ML.Pruning.Fuzzing
                 ITransformer model;
                 try
                 {
-                    model = new MLContext(seed: 1).Model.Load(path, out _);
+                    var ml = new MLContext(seed: 1);
+                    model = checkedLoad ? ml.Model.LoadChecked(path, out _) : ml.Model.Load(path, out _);
                 }
                 catch (Exception ex)
                 {
                     managed = GC.GetAllocatedBytesForCurrentThread() - before;
-                    (outcome, message) = Classify(ex);
+                    // The file's own name does not name a problem.
+                    (outcome, message) = Classify(ex, path);
                     return;
                 }
                 try
@@ -509,9 +513,11 @@ namespace Microsoft.ML.Pruning.Fuzzing
         }
 
         /// <summary>Clear when the messages name an entry or the zip and no exception in the chain is one that means a bug.</summary>
-        public static (FuzzOutcome, string) Classify(Exception ex)
+        public static (FuzzOutcome, string) Classify(Exception ex, string? path = null)
         {
             string text = Describe(ex);
+            if (path is not null)
+                text = text.Replace(path, "<file>", StringComparison.Ordinal);
             bool bug = Chain(ex).Any(e => s_bugTypes.Contains(e.GetType()));
             bool named = s_names.Any(n => text.Contains(n, StringComparison.OrdinalIgnoreCase));
             return (named && !bug ? FuzzOutcome.ClearError : FuzzOutcome.UnclearError, text);
