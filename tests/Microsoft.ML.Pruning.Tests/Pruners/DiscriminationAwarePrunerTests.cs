@@ -70,8 +70,19 @@ namespace Microsoft.ML.Pruning.Tests.Pruners
             Tensor images = rand(3, 1, 28, 28);
             var (logits, perHead) = heads.Forward(images, heads.Last);
             Assert.AreEqual(taps.Length, perHead.Length);
-            Assert.IsTrue(perHead.All(h => h.shape.SequenceEqual(new long[] { 3, 10 })));
+            Assert.IsTrue(perHead.All(h => h!.shape.SequenceEqual(new long[] { 3, 10 })));
             Assert.IsTrue(logits.allclose(network.Forward(images), rtol: 0, atol: 1e-5), "the tapped forward is the network's forward");
+            // Starting from a layer's cached input gives the same logits; heads before that layer are not reached.
+            int from = taps[^1];
+            var (resumed, resumedHeads) = heads.Forward(heads.InputOf(images, from), from, heads.Last);
+            Assert.IsTrue(resumed.allclose(logits, rtol: 0, atol: 0), "the forward resumed at a layer is the whole forward");
+            for (int h = 0; h < taps.Length; h++)
+            {
+                if (taps[h] < from)
+                    Assert.IsNull(resumedHeads[h]);
+                else
+                    Assert.IsTrue(resumedHeads[h]!.allclose(perHead[h]!, rtol: 0, atol: 0));
+            }
         }
 
         [TestMethod]

@@ -84,20 +84,36 @@ namespace Microsoft.ML.Pruning.Pruners.Discrimination
 
         /// <summary>
         /// Runs the top-level layers up to <paramref name="last"/> (inclusive; the whole network when it is the last index)
-        /// and returns the activation there with the heads' logits for the taps on the way.
+        /// and returns the activation there with the heads' logits for the taps on the way (null for a head not reached).
         /// </summary>
-        public (Tensor Output, Tensor[] HeadLogits) Forward(Tensor images, int last)
+        public (Tensor Output, Tensor?[] HeadLogits) Forward(Tensor images, int last) => Forward(images, 0, last);
+
+        /// <summary>
+        /// Runs the top-level layers <paramref name="first"/> to <paramref name="last"/> (inclusive) on
+        /// <paramref name="input"/>, the input of layer <paramref name="first"/>, and returns the activation after
+        /// <paramref name="last"/> with the logits of the heads whose taps lie in that range (null for the others).
+        /// </summary>
+        public (Tensor Output, Tensor?[] HeadLogits) Forward(Tensor input, int first, int last)
         {
-            Tensor x = images;
-            var logits = new List<Tensor>();
-            for (int i = 0; i <= last; i++)
+            Tensor x = input;
+            var logits = new Tensor?[Heads.Count];
+            for (int i = first; i <= last; i++)
             {
                 x = _layers[i].call(x);
                 int head = IndexOf(i);
                 if (head >= 0)
-                    logits.Add(Heads[head].call(x));
+                    logits[head] = Heads[head].call(x);
             }
-            return (x, logits.ToArray());
+            return (x, logits);
+        }
+
+        /// <summary>The input of top-level layer <paramref name="index"/> for <paramref name="images"/>: the layers before it, run.</summary>
+        public Tensor InputOf(Tensor images, int index)
+        {
+            Tensor x = images;
+            for (int i = 0; i < index; i++)
+                x = _layers[i].call(x);
+            return x;
         }
 
         /// <summary>The index of the last top-level layer.</summary>

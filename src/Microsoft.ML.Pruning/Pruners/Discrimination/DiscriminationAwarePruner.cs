@@ -114,6 +114,9 @@ namespace Microsoft.ML.Pruning.Pruners
         }
 
         private const int BatchSize = 128;
+
+        /// <summary>The most memory the selection set's activations before a pruned layer may take to be kept between passes.</summary>
+        private const long MaxCachedInputBytes = 1L << 30;
         private readonly Options _options;
 
         internal DiscriminationAwarePruner(IHostEnvironment env, ITransformer trainedModel, Options options)
@@ -234,7 +237,7 @@ namespace Microsoft.ML.Pruning.Pruners
         {
             if (_options.AuxiliaryEpochs == 0)
                 return;
-            Tensor[] headLogits = Array.Empty<Tensor>();
+            Tensor?[] headLogits = Array.Empty<Tensor?>();
             TrainingSettings settings = _options.ToRetrainSettings() with { Epochs = _options.AuxiliaryEpochs, MaxSteps = null };
             heads.Train(true);
             try
@@ -248,7 +251,7 @@ namespace Microsoft.ML.Pruning.Pruners
                         headLogits = perHead;
                         return logits;
                     },
-                    ExtraLoss = (_, labels) => headLogits.Length == 0 ? null : headLogits.Select(h => nn.functional.cross_entropy(h, labels)).Aggregate((a, b) => a + b),
+                    ExtraLoss = (_, labels) => headLogits.Length == 0 ? null : headLogits.Select(h => nn.functional.cross_entropy(h!, labels)).Aggregate((a, b) => a + b),
                     ExtraParameters = heads.Parameters,
                 }, context.CancellationToken);
             }
@@ -299,6 +302,7 @@ namespace Microsoft.ML.Pruning.Pruners
 
             var frozen = network.NamedParameters().Select(p => (p.Parameter, p.Parameter.requires_grad)).Concat(heads.Parameters.Select(p => (p, p.requires_grad))).ToList();
             Tensor pretrained = weight.detach().clone();
+            var inputs = new List<Tensor>();
             Tensor? output = null;
             var outputHook = conv.register_forward_hook((_, _, o) => { output = o; return o; });
             try
@@ -312,6 +316,22 @@ namespace Microsoft.ML.Pruning.Pruners
                 var selected = new List<long>();
                 var inputMask = zeros(weight.shape[1], dtype: ScalarType.Bool, device: weight.device);
 
+                // The layers before the one holding this layer stay fixed while it is selected: their output on the
+                // selection images is computed once (when it fits in memory) instead of in every pass.
+                int first = 0;
+                long[] inputShape = NetworkWalker.Walk(network.Definition).Where(s => s.Scope.Length == 0).ElementAt(layer.TopLevel).InputShape
+                    .Select(d => (long)d).ToArray();
+                if (layer.TopLevel > 0 && count * inputShape.Aggregate(1L, (a, b) => a * b) * sizeof(float) <= MaxCachedInputBytes)
+                {
+                    using var noGrad = no_grad();
+                    for (long start = 0; start < count; start += BatchSize)
+                    {
+                        using var scope = NewDisposeScope();
+                        inputs.Add(heads.InputOf(selection.Images.narrow(0, start, Math.Min(BatchSize, count - start)), layer.TopLevel).MoveToOuterDisposeScope());
+                    }
+                    first = layer.TopLevel;
+                }
+
                 // L over the selection images (mean of the batch means), with gradients accumulated into the weight.
                 double Pass(bool step, optim.Optimizer? optimizer)
                 {
@@ -324,10 +344,10 @@ namespace Microsoft.ML.Pruning.Pruners
                         long length = Math.Min(BatchSize, count - start);
                         if (optimizer is not null)
                             optimizer.zero_grad();
-                        var (final, perHead) = heads.Forward(selection.Images.narrow(0, start, length), last);
+                        var (final, perHead) = first > 0 ? heads.Forward(inputs[batches], first, last) : heads.Forward(selection.Images.narrow(0, start, length), last);
                         Tensor labels = selection.Labels.narrow(0, start, length);
                         Tensor loss = nn.functional.mse_loss(output!, targets[batches])
-                            + nn.functional.cross_entropy(head >= 0 ? perHead[head] : final, labels) * _options.Lambda;
+                            + nn.functional.cross_entropy(head >= 0 ? perHead[head]! : final, labels) * _options.Lambda;
                         loss.backward();
                         if (optimizer is not null)
                         {
@@ -378,7 +398,7 @@ namespace Microsoft.ML.Pruning.Pruners
             {
                 outputHook.remove();
                 pretrained.Dispose();
-                foreach (Tensor target in targets)
+                foreach (Tensor target in targets.Concat(inputs))
                     target.Dispose();
                 foreach (var (parameter, requiresGrad) in frozen)
                     parameter.requires_grad = requiresGrad;
