@@ -59,13 +59,15 @@ namespace Microsoft.ML.Pruning.MLNet
         /// <exception cref="FormatException">The file is damaged; the message names the entry and field.</exception>
         public static void Check(byte[] bytes, string source)
         {
-            ZipArchive archive;
+            ZipArchive? archive = null;
             try
             {
                 archive = new ZipArchive(new MemoryStream(bytes, writable: false), ZipArchiveMode.Read);
+                _ = archive.Entries; // the central directory is read here
             }
             catch (InvalidDataException ex)
             {
+                archive?.Dispose();
                 throw new FormatException($"{source}: not a readable zip archive ({ex.Message}).", ex);
             }
             using (archive)
@@ -173,9 +175,9 @@ namespace Microsoft.ML.Pruning.MLNet
 
             Require(U64(0x00) == SignatureValue, name, "Signature", Hex(U64(0x00)), "the ML.NET model signature");
             uint written = U32(0x08), readable = U32(0x0C);
-            Require(written >= VerOldest && written <= VerAssemblyNameSupported, name, "VerWritten", Hex(written),
-                "0x00010001 or 0x00010002");
-            Require(readable >= VerOldest && readable <= written, name, "VerReadable", Hex(readable), "at least 0x00010001 and at most VerWritten");
+            Require(written >= VerOldest, name, "VerWritten", Hex(written), "at least 0x00010001");
+            Require(readable >= VerOldest && readable <= written && readable <= VerAssemblyNameSupported, name, "VerReadable", Hex(readable),
+                "at least 0x00010001 and at most VerWritten and 0x00010002 (the newest header this ML.NET reads)");
             long fpModel = I64(0x10), cbModel = I64(0x18);
             Require(fpModel == HeaderSize, name, "FpModel", fpModel, "256 (the block follows the header)");
             Require(cbModel >= 0 && cbModel <= length - HeaderSize, name, "CbModel", cbModel, $"between 0 and {length - HeaderSize}");
