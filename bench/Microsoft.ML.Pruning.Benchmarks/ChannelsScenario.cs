@@ -34,7 +34,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
         private const double FineTuneLearningRate = 0.05;
 
         /// <summary>The criteria of discrimination-aware pruning, next to <see cref="ChannelCriterion"/>'s names.</summary>
-        private static readonly string[] s_criteria = { "l1", "bn-scale", "random", "dcp", "random-dcp" };
+        private static readonly string[] s_criteria = { "l1", "bn-scale", "random", "dcp", "random-dcp", "dcp-adapt" };
+
+        /// <summary>DCP-Adapt's ε (the paper's smallest, 2.86× fewer FLOPs on its VGG): <c>--adapt-epsilon</c>.</summary>
+        private const double AdaptiveEpsilon = 0.001;
 
         /// <summary>Runs scenario <paramref name="scenario"/>: <c>channels</c> (the channel baselines at 2× and 4×) or
         /// <c>dcp</c> (discrimination-aware pruning against Random-DCP and the baselines at 2×).</summary>
@@ -46,7 +49,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
             int trainRows = quick ? 4000 : 60000, testRows = quick ? 1000 : 10000;
             int fineTuneEpochs = Option(args, "--finetune-epochs", quick ? 1 : 5);
             double[] targets = List(args, "--targets", dcp ? "2" : "2,4").Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
-            string[] criteria = List(args, "--criteria", dcp ? "dcp,random-dcp,l1,bn-scale" : "l1,bn-scale,random");
+            string[] criteria = List(args, "--criteria", dcp ? "dcp,random-dcp,l1,bn-scale,dcp-adapt" : "l1,bn-scale,random");
+            double adaptEpsilon = double.Parse(List(args, "--adapt-epsilon", AdaptiveEpsilon.ToString(CultureInfo.InvariantCulture))[0], CultureInfo.InvariantCulture);
             foreach (string criterion in criteria.Where(c => !s_criteria.Contains(c)))
                 throw new ArgumentException($"unknown criterion '{criterion}'; use {string.Join(", ", s_criteria)}");
 
@@ -90,7 +94,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         TargetMacsReduction = target,
                         FinetuneEpochs = report is null ? null : fineTuneEpochs,
                         PruneSeconds = report?.PruningTime.TotalSeconds,
-                        SelectionSeconds = criterion is "dcp" or "random-dcp" ? report?.PruningTime.TotalSeconds : null,
+                        SelectionSeconds = criterion is "dcp" or "random-dcp" or "dcp-adapt" ? report?.PruningTime.TotalSeconds : null,
                         TrainSeconds = seconds,
                     };
                     Console.WriteLine(FormattableString.Invariant(
@@ -110,10 +114,16 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 {
                     foreach (string name in criteria)
                     {
-                        Console.WriteLine($"== {model}: {name} at {target}x fewer MACs, {fineTuneEpochs} fine-tuning epochs");
+                        // DCP-Adapt has no target: each layer adds channels until the loss stops falling. Once, at the first target.
+                        if (name == "dcp-adapt" && target != targets[0])
+                            continue;
+                        Console.WriteLine(name == "dcp-adapt"
+                            ? FormattableString.Invariant($"== {model}: dcp-adapt, ε = {adaptEpsilon}, {fineTuneEpochs} fine-tuning epochs")
+                            : $"== {model}: {name} at {target}x fewer MACs, {fineTuneEpochs} fine-tuning epochs");
                         // A model pruned by an earlier run with the same settings is reused (with its timings).
                         string cached = Path.Combine("artifacts", "bench", "models",
-                            FormattableString.Invariant($"channels-pruned-{model}-{name}-{target}x-ft{fineTuneEpochs}-r{roundTo}{(quick ? "-quick" : "")}.zip"));
+                            name == "dcp-adapt" ? FormattableString.Invariant($"channels-pruned-{model}-{name}-e{adaptEpsilon}-ft{fineTuneEpochs}{(quick ? "-quick" : "")}.zip")
+                                : FormattableString.Invariant($"channels-pruned-{model}-{name}-{target}x-ft{fineTuneEpochs}-r{roundTo}{(quick ? "-quick" : "")}.zip"));
                         PruningReport? report = null;
                         ITransformer result;
                         double seconds;
@@ -129,15 +139,17 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         else
                         {
                             var clock = Stopwatch.StartNew();
-                            IEstimator<ITransformer> pruner = name is "dcp" or "random-dcp"
+                            IEstimator<ITransformer> pruner = name is "dcp" or "random-dcp" or "dcp-adapt"
                                 ? ml.Transforms.PruneDiscriminationAware(dense, new DiscriminationAwarePruner.Options
                                 {
                                     MacsReduction = target,
+                                    PruningRate = name == "dcp-adapt" ? 0 : null,
+                                    AdaptiveEpsilon = name == "dcp-adapt" ? adaptEpsilon : null,
                                     RandomSelection = name == "random-dcp",
                                     SelectionImages = quick ? 256 : 2048,
                                     // The auxiliary classifiers' training is one of the fine-tuning epochs, so every method gets the same budget.
-                                    AuxiliaryEpochs = name == "dcp" ? 1 : 0,
-                                    RetrainEpochs = name == "dcp" ? Math.Max(1, fineTuneEpochs - 1) : fineTuneEpochs,
+                                    AuxiliaryEpochs = name == "random-dcp" ? 0 : 1,
+                                    RetrainEpochs = name == "random-dcp" ? fineTuneEpochs : Math.Max(1, fineTuneEpochs - 1),
                                     LearningRate = FineTuneLearningRate,
                                     PruningCompleted = r => report = r,
                                 })
@@ -158,7 +170,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                             ml.Model.Save(result, train.Schema, cached);
                             File.WriteAllText(cached + ".seconds", FormattableString.Invariant($"{report!.PruningTime.TotalSeconds} {seconds}"));
                         }
-                        Measure(result, "channels", name, target, report, seconds);
+                        Measure(result, "channels", name, name == "dcp-adapt" ? null : target, report, seconds);
                     }
                 }
 
