@@ -161,6 +161,49 @@ namespace Microsoft.ML.Pruning.Tests.Pruners
         }
 
         [TestMethod]
+        public void AResNetsBlockInsidesAreSelectedAndTheSmallerNetworkSavesAndLoads()
+        {
+            var options = new ImageClassifierTrainer.Options { Architecture = ImageClassifierArchitecture.ResNet20, Width = 0.5, Epochs = 1, BatchSize = 32 };
+            ITransformer resnet = SyntheticImages.MapLabel(s_ml).Append(s_ml.MulticlassClassification.Trainers.ImageClassifier(options))
+                .Append(s_ml.Transforms.Conversion.MapKeyToValue("PredictedLabel")).Fit(s_train);
+            PruningReport? report = null;
+            ITransformer pruned = s_ml.Transforms.PruneDiscriminationAware(resnet, new DiscriminationAwarePruner.Options
+            {
+                PruningRate = 0.75,
+                SelectionImages = 48,
+                BatchSize = 32,
+                RetrainIterations = 1,
+                PruningCompleted = r => report = r,
+            }).Fit(s_train);
+            try
+            {
+                // Every block's inner width (8, 16, 32 at width 0.5) keeps c − ⌊0.75·c⌋; the stages' widths stay.
+                var groups = report!.ChannelGroups!.Where(g => g.KeptChannels < g.Channels).ToArray();
+                Assert.HasCount(9, groups, report.ToString());
+                CollectionAssert.AreEqual(new[] { 2, 2, 2, 4, 4, 4, 8, 8, 8 }, groups.Select(g => g.KeptChannels).ToArray(), report.ToString());
+                NetworkDefinition small = Classifier(pruned).Network.Definition;
+                Assert.IsLessThan(Classifier(resnet).Network.Definition.MultiplyAccumulates(), small.MultiplyAccumulates());
+                string zip = TempZip();
+                try
+                {
+                    s_ml.Model.Save(pruned, s_train.Schema, zip);
+                    ITransformer loaded = new MLContext().Model.Load(zip, out _);
+                    CollectionAssert.AreEqual(Scores(pruned), Scores(loaded));
+                    DisposeAll(loaded);
+                }
+                finally
+                {
+                    File.Delete(zip);
+                }
+            }
+            finally
+            {
+                DisposeAll(pruned);
+                DisposeAll(resnet);
+            }
+        }
+
+        [TestMethod]
         public void RandomSelectionIsTheSeededControl()
         {
             float[] Gamma(int seed)

@@ -304,7 +304,8 @@ namespace Microsoft.ML.Pruning.Pruners
             Tensor pretrained = weight.detach().clone();
             var inputs = new List<Tensor>();
             Tensor? output = null;
-            var outputHook = conv.register_forward_hook((_, _, o) => { output = o; return o; });
+            // An alias: a Sequential (a residual block's body) disposes its layers' outputs once the next layer has read them.
+            var outputHook = conv.register_forward_hook((_, _, o) => { output = o.alias(); return o; });
             try
             {
                 foreach (var (parameter, _) in frozen)
