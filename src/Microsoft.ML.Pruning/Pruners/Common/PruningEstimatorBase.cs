@@ -87,6 +87,8 @@ namespace Microsoft.ML.Pruning.Pruners
                     var report = new PruningReport(_method, context.Results, pruningTime, context.CalibrationImages, context.RetrainingSteps, context.RetrainingTime)
                     {
                         ChannelGroups = context.ChannelResults.Count == 0 ? null : context.ChannelResults.ToArray(),
+                        CalibrationTime = context.CalibrationTime,
+                        CalibrationImagesPerSecond = context.CalibrationImagesPerSecond,
                     };
                     channel.Info(MessageSensitivity.None, report.ToString());
                     _options.PruningCompleted?.Invoke(report);
