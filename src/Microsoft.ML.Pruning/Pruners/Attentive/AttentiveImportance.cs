@@ -20,17 +20,22 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
         /// <param name="index">The layer's position in the prunable layers.</param>
         /// <param name="layer">The layer.</param>
         /// <param name="score">Mass or hits.</param>
-        /// <param name="relative">Divide by the layer's mean score (comparable across layers, for one global threshold).</param>
+        /// <param name="relative">Divide by the layer's total score — each connection's share of its layer's attention — for one global threshold.</param>
         public static Tensor Scores(TopDownAttention attention, int index, PrunableLayer layer, AttentionScore score, bool relative)
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            Tensor s = (score == AttentionScore.Hits ? attention.Hits(index) : attention.Mass(index)).clone();
+            Tensor s = (score switch
+            {
+                AttentionScore.Hits => attention.Hits(index),
+                AttentionScore.Flow => attention.Flow(index),
+                _ => attention.Mass(index),
+            }).clone();
             if (relative)
             {
-                double mean = s.mean().item<double>();
-                if (mean > 0)
-                    s.div_(mean);
+                double total = s.sum().item<double>();
+                if (total > 0)
+                    s.div_(total);
             }
             Tensor magnitude = layer.Weight.detach().abs().to(float64);
             double largest = magnitude.max().item<double>();
@@ -56,7 +61,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             return kept.view(scores.shape).MoveToOuterDisposeScope();
         }
 
-        /// <summary>Per-layer kept counts for <paramref name="keptFraction"/>: uniform, or one threshold over the relative scores.</summary>
+        /// <summary>Per-layer kept counts for <paramref name="keptFraction"/>: uniform, or one threshold over the connections' shares of their layer's attention.</summary>
         public static long[] Allocate(TopDownAttention attention, IReadOnlyList<PrunableLayer> layers, double keptFraction,
             IDictionary<string, double>? layerKeptFractions, LayerAllocation allocation, AttentionScore score)
         {

@@ -21,6 +21,12 @@ namespace Microsoft.ML.Pruning.Pruners
 
         /// <summary>Hits: how many times the top-down pass selected the connection.</summary>
         Hits,
+
+        /// <summary>
+        /// Gating flow: the mass with each share weighted by the gating of its unit, i.e. the part of the images' decisions that
+        /// flowed through the connection; every layer carries about one unit of flow per image.
+        /// </summary>
+        Flow,
     }
 
     /// <summary>Where the top-down pass of an image starts.</summary>
@@ -62,24 +68,31 @@ namespace Microsoft.ML.Pruning.Pruners
     ///   connection's gating mass grows by that share and its hits by one. Max pooling routes the gating to the arg-max;
     ///   ReLU, batch norm and flatten pass it on; global average pooling and the residual sum of ResNet split it by the
     ///   positive parts of their inputs.
+    /// * **Inhibition** (<see cref="Options.InhibitoryConnections"/>, this library's addition). Selective Tuning follows
+    ///   excitation only, so a pruner built on it alone keeps no negative contribution anywhere and the pruned units can no
+    ///   longer discriminate (LeNet-5 at 10% kept: 21% test accuracy against magnitude pruning's 60% on a quick model).
+    ///   Each gated unit also selects its strongest inhibitory connections by the same rule applied to the magnitudes of its
+    ///   negative contributions, scored relative to its selected excitation and not propagated further.
+    ///   <see cref="Options.SuppressCompetitors"/> also starts the pass, negatively, from the other classes.
     ///
-    /// All gated units of a batch of images are handled at once (receptive fields by `unfold`, components by repeated 3×3
-    /// max pooling of labels), so the pass runs at thousands of images per second on the LeNets
-    /// (<see cref="PruningReport.CalibrationImagesPerSecond"/>).
+    /// All gated units of a batch of images are handled at once: contributions of a batch of units as one tensor (receptive
+    /// fields by `unfold`), θ from the largest few contributions by `topk` (a full sort only for rows that need it), the
+    /// components by label propagation over shifted copies of the windows, accumulation by `index_add_` and the gating of
+    /// the layer below by `fold`. <see cref="PruningReport.CalibrationImagesPerSecond"/> gives the pass's speed.
     ///
     /// ### Pruning
-    /// The score of a connection is its gating mass (<see cref="Options.Score"/>; or its hits), summed over
-    /// <see cref="Options.CalibrationImages"/> images; connections never selected rank by |w|. `Global` (default) keeps the
-    /// highest scores relative to each layer's mean score under one threshold, with a floor of a quarter of the overall
+    /// The score of a connection is its gating mass (<see cref="Options.Score"/>; or its hits, or its gating flow), summed
+    /// over <see cref="Options.CalibrationImages"/> images; connections never selected rank by |w|. `Global` (default) keeps
+    /// the connections with the largest shares of their layer's total score under one threshold — a small layer, whose
+    /// connections each carry more of the decisions, keeps a larger fraction — with a floor of a quarter of the overall
     /// fraction per layer; `Uniform` keeps the same fraction of each layer, each by its own threshold.
     /// With <see cref="Options.PruningRounds"/> = R > 1 the kept fraction falls geometrically, f^(1/R), …, f, the attention
     /// being gathered again on the pruned network and the network retrained after every round; weights pruned once stay
     /// pruned. The result is weight-sparse: stored as a bitmask plus the kept values, scored by the compact runtime's
     /// sparse kernels, like magnitude pruning's.
     ///
-    /// The paper's full text was not available: the score, the threshold scope, the image count and the schedule are
-    /// this library's reading (mass, per-layer mean-relative global threshold, 10,000 images, one-shot); the
-    /// selection constants are STNet's.
+    /// The paper's full text was not available: the score, the threshold scope, the image count, the schedule and the
+    /// inhibitory selection are this library's reading; the selection constants are STNet's.
     /// ]]></format>
     /// </remarks>
     public sealed class AttentivePruner : PruningEstimatorBase
@@ -96,8 +109,23 @@ namespace Microsoft.ML.Pruning.Pruners
             /// <summary>Where each image's top-down pass starts. Default: <see cref="AttentionStart.Label"/> (as STNet).</summary>
             public AttentionStart Start = AttentionStart.Label;
 
-            /// <summary>Images the attention is gathered on, a seeded random subset of the data when it has more. Default: 10,000.</summary>
-            public int CalibrationImages = 10000;
+            /// <summary>
+            /// Also start each image's top-down pass from the other classes, gated negatively in proportion to their
+            /// probabilities (summing to −1), whose winners are the contributions that hold them down; without it only the
+            /// connections that excite the label's unit are ever selected and inhibitory connections are all pruned.
+            /// Default: false (STNet starts from the label alone).
+            /// </summary>
+            public bool SuppressCompetitors;
+
+            /// <summary>
+            /// Also select, for every gated unit, its strongest inhibitory connections: the same rule applied to the
+            /// magnitudes of its negative contributions, each scored by its size relative to the unit's selected excitation
+            /// (not propagated further down). Without it a unit keeps excitatory inputs only. Default: true.
+            /// </summary>
+            public bool InhibitoryConnections = true;
+
+            /// <summary>Images the attention is gathered on, a seeded random subset of the data when it has more. Default: 5,000.</summary>
+            public int CalibrationImages = 5000;
 
             /// <summary>Prune/retrain rounds; more than 1 needs retraining (<see cref="PruningOptions.RetrainIterations"/> or <see cref="PruningOptions.RetrainEpochs"/>). Default: 1 (one-shot).</summary>
             public int PruningRounds = 1;
@@ -141,6 +169,10 @@ namespace Microsoft.ML.Pruning.Pruners
 
         private protected override bool NeedsLabels => _options.Start == AttentionStart.Label || _options.Retrains;
 
+        private protected override string LabelUse => _options.Start == AttentionStart.Label
+            ? $"The top-down attention from the labels (Options.{nameof(Options.Start)} = {nameof(AttentionStart.Label)})"
+            : "Retraining";
+
         private protected override PruningMask Prune(PruningContext context)
         {
             IReadOnlyList<PrunableLayer> layers = context.Layers;
@@ -152,7 +184,8 @@ namespace Microsoft.ML.Pruning.Pruners
                 using (labels)
                 {
                     context.CalibrationImages = images.shape[0];
-                    var settings = new TopDownSettings { FromPrediction = _options.Start == AttentionStart.Prediction };
+                    var settings = new TopDownSettings { FromPrediction = _options.Start == AttentionStart.Prediction, SuppressCompetitors = _options.SuppressCompetitors,
+                        Inhibitory = _options.InhibitoryConnections };
                     var elapsed = new TimeSpan[layers.Count];
                     TimeSpan passTime = TimeSpan.Zero;
                     long passImages = 0;

@@ -28,13 +28,34 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
         public static Tensor Threshold(Tensor contributions)
         {
             using var scope = NewDisposeScope();
-            var (sorted, _) = contributions.sort(1);
-            Tensor positive = sorted.cumsum(1).gt(0);
-            // The first column where the running sum is positive: argmax returns the first of equal maxima.
-            Tensor first = positive.to(int32).argmax(1, keepdim: true);
-            Tensor theta = sorted.gather(1, first).squeeze(1);
-            Tensor any = positive.any(1);
-            return theta.masked_fill(any.logical_not(), float.PositiveInfinity).MoveToOuterDisposeScope();
+            // In descending order d_1 ≥ d_2 ≥ … with prefix sums P_r, the ascending running sum at d_r is total − P_(r−1):
+            // θ = d_r for the smallest r with P_r ≥ total. The top set is usually small, so the largest few values are
+            // looked at first and only the rows whose top set is larger are sorted in full.
+            long columns = contributions.shape[1];
+            Tensor total = contributions.sum(1, keepdim: true);
+            Tensor theta = TopThreshold(contributions, total, Math.Min(columns, TopCandidates));
+            if (columns > TopCandidates)
+            {
+                Tensor open = theta.isnan().nonzero().squeeze(1);
+                if (open.numel() > 0)
+                    theta.index_put_(TopThreshold(contributions.index_select(0, open), total.index_select(0, open), columns), open);
+            }
+            return theta.masked_fill_(total.squeeze(1).le(0), float.PositiveInfinity).MoveToOuterDisposeScope();
+        }
+
+        /// <summary>Columns looked at before a row is sorted in full.</summary>
+        private const long TopCandidates = 48;
+
+        /// <summary>θ from the <paramref name="count"/> largest values of each row; NaN where their sum stays below the total.</summary>
+        private static Tensor TopThreshold(Tensor contributions, Tensor total, long count)
+        {
+            var (largest, _) = contributions.topk((int)count, 1, largest: true, sorted: true);
+            Tensor reached = largest.cumsum(1).ge(total);
+            if (count == contributions.shape[1])
+                reached.select(1, count - 1).fill_(true); // the whole row sums to the total, whatever the rounding
+            Tensor first = reached.to(int32).argmax(1, keepdim: true);
+            Tensor theta = largest.gather(1, first).squeeze(1);
+            return theta.masked_fill(reached.any(1).logical_not(), float.NaN);
         }
 
         /// <summary>The connections of stage 2's candidates: s ≥ θ − ε and s &gt; 0 (a zero contribution carries nothing). [P, Q] bool.</summary>
@@ -84,16 +105,35 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             long m = marked.shape[0], k = marked.shape[1];
             if (marked.shape.Length != 3 || marked.shape[2] != k)
                 throw new ArgumentException($"Expected [M, k, k] windows; got [{string.Join(", ", marked.shape)}].", nameof(marked));
-            Tensor mask = marked.to(float32).unsqueeze(1);
-            Tensor labels = arange(1, k * k + 1, dtype: float32, device: marked.device).view(1, 1, k, k).mul(mask);
+            // Only windows with two or more marked positions need the propagation.
+            Tensor labels = arange(1, k * k + 1, dtype: int32, device: marked.device).view(1, k, k).mul(marked.to(int32));
+            Tensor several = marked.view(m, -1).sum(1).gt(1).nonzero().squeeze(1);
+            if (several.numel() == 0)
+                return labels.to(int64).MoveToOuterDisposeScope();
+            Tensor mask = marked.index_select(0, several);
+            Tensor current = labels.index_select(0, several);
+            Tensor padded = zeros(several.shape[0], k + 2, k + 2, dtype: int32, device: marked.device);
+            Tensor inner = padded.narrow(1, 1, k).narrow(2, 1, k);
             for (long step = 0; step < k * k; step++)
             {
-                Tensor next = nn.functional.max_pool2d(labels, 3, 1, 1).mul_(mask);
-                if (next.eq(labels).all().item<bool>())
+                // The largest label among each position and its 8 neighbours, kept on marked positions only.
+                inner.copy_(current);
+                Tensor next = current.clone();
+                for (int dy = 0; dy < 3; dy++)
+                {
+                    for (int dx = 0; dx < 3; dx++)
+                    {
+                        if (dy != 1 || dx != 1)
+                            next = next.maximum(padded.narrow(1, dy, k).narrow(2, dx, k));
+                    }
+                }
+                next = next.mul_(mask.to(int32));
+                if (next.eq(current).all().item<bool>())
                     break;
-                labels = next;
+                current = next;
             }
-            return labels.squeeze(1).to(int64).MoveToOuterDisposeScope();
+            labels.index_copy_(0, several, current);
+            return labels.to(int64).MoveToOuterDisposeScope();
         }
 
         /// <summary>

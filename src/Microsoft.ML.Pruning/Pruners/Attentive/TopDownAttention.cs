@@ -39,6 +39,12 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
         /// <summary>Start from the predicted class instead of the label.</summary>
         public bool FromPrediction { get; init; }
 
+        /// <summary>Also gate the other classes negatively (their probabilities, normalized to sum to −1).</summary>
+        public bool SuppressCompetitors { get; init; }
+
+        /// <summary>Also select each gated unit's strongest inhibitory connections (scored, not propagated).</summary>
+        public bool Inhibitory { get; init; }
+
         /// <summary>Images per bottom-up batch.</summary>
         public int ImagesPerBatch { get; init; } = 128;
 
@@ -64,11 +70,13 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
     {
         private readonly Tensor[] _mass;
         private readonly Tensor[] _hits;
+        private readonly Tensor[] _flow;
 
-        private TopDownAttention(Tensor[] mass, Tensor[] hits, long images, TimeSpan elapsed)
+        private TopDownAttention(Tensor[] mass, Tensor[] hits, Tensor[] flow, long images, TimeSpan elapsed)
         {
             _mass = mass;
             _hits = hits;
+            _flow = flow;
             Images = images;
             Elapsed = elapsed;
         }
@@ -87,6 +95,12 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
 
         /// <summary>Hit counts of layer <paramref name="index"/>'s weights (weight-shaped, float64; owned by this object).</summary>
         public Tensor Hits(int index) => _hits[index];
+
+        /// <summary>
+        /// Gating flow of layer <paramref name="index"/>'s weights: like the mass, with each share weighted by its unit's
+        /// gating, so that every layer carries about one unit of flow per image (weight-shaped, float64; owned by this object).
+        /// </summary>
+        public Tensor Flow(int index) => _flow[index];
 
         /// <summary>Throws a <see cref="NotSupportedException"/> naming the first layer of <paramref name="definition"/> the pass cannot route through.</summary>
         public static void CheckSupported(NetworkDefinition definition)
@@ -112,9 +126,10 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             var clock = Stopwatch.StartNew();
             var mass = layers.Select(l => zeros(l.Weight.shape, dtype: float64, device: network.Device).DetachFromDisposeScope()).ToArray();
             var hits = layers.Select(l => zeros(l.Weight.shape, dtype: float64, device: network.Device).DetachFromDisposeScope()).ToArray();
+            var flow = layers.Select(l => zeros(l.Weight.shape, dtype: float64, device: network.Device).DetachFromDisposeScope()).ToArray();
             try
             {
-                var pass = new Pass(network, layers, settings, mass, hits);
+                var pass = new Pass(network, layers, settings, mass, hits, flow);
                 network.Module.eval();
                 using var noGrad = no_grad();
                 long n = images.shape[0];
@@ -125,11 +140,11 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                     long length = Math.Min(settings.ImagesPerBatch, n - start);
                     pass.Run(images.narrow(0, start, length).to(network.Device), labels?.narrow(0, start, length).to(network.Device));
                 }
-                return new TopDownAttention(mass, hits, n, clock.Elapsed);
+                return new TopDownAttention(mass, hits, flow, n, clock.Elapsed);
             }
             catch
             {
-                foreach (Tensor t in mass.Concat(hits))
+                foreach (Tensor t in mass.Concat(hits).Concat(flow))
                     t.Dispose();
                 throw;
             }
@@ -138,7 +153,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
         /// <inheritdoc/>
         public void Dispose()
         {
-            foreach (Tensor t in _mass.Concat(_hits))
+            foreach (Tensor t in _mass.Concat(_hits).Concat(_flow))
                 t.Dispose();
         }
 
@@ -164,11 +179,13 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             private readonly IReadOnlyList<PrunableLayer> _layers;
             private readonly Tensor[] _mass;
             private readonly Tensor[] _hits;
+            private readonly Tensor[] _flow;
             private readonly string _firstLayer;
             private readonly string? _bridge;
 
-            public Pass(ClassifierNetwork network, IReadOnlyList<PrunableLayer> layers, TopDownSettings settings, Tensor[] mass, Tensor[] hits)
+            public Pass(ClassifierNetwork network, IReadOnlyList<PrunableLayer> layers, TopDownSettings settings, Tensor[] mass, Tensor[] hits, Tensor[] flow)
             {
+                _flow = flow;
                 _network = network;
                 _settings = settings;
                 _layers = layers;
@@ -190,6 +207,12 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                     _network.Definition.Input.Height, _network.Definition.Input.Width), trace);
                 Tensor start = _settings.FromPrediction || labels is null ? logits.argmax(1) : labels.to(int64);
                 Tensor gate = zeros_like(logits).scatter_(1, start.unsqueeze(1), ones(start.shape[0], 1, dtype: logits.dtype, device: logits.device));
+                if (_settings.SuppressCompetitors)
+                {
+                    // The other classes, gated by −p/Σp: the connections that hold them down are selected too.
+                    Tensor competitors = nn.functional.softmax(logits, 1).masked_fill(gate.gt(0), 0);
+                    gate = gate.sub(competitors.div(competitors.sum(1, keepdim: true).clamp_min(1e-12)));
+                }
                 Down(trace, gate);
             }
 
@@ -285,14 +308,24 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                     using var scope = NewDisposeScope();
                     Tensor part = units.narrow(0, start, Math.Min(chunk, units.shape[0] - start));
                     Tensor image = part.select(1, 0), unit = part.select(1, 1);
-                    Tensor contributions = weight.index_select(0, unit).mul(input.index_select(0, image));
+                    // A negatively gated unit (a competing class) is held down: its winners are its most negative contributions.
+                    Tensor gated = gate.index(new[] { image, unit });
+                    Tensor contributions = weight.index_select(0, unit).mul(input.index_select(0, image)).mul_(gated.sign().unsqueeze(1));
                     Tensor active = contributions.sum(1).gt(_settings.LinearLowerBound);
                     Tensor marked = ConnectionSelection.Marked(contributions, ConnectionSelection.Threshold(contributions), _settings.LinearEpsilon);
                     Tensor selected = ConnectionSelection.SelectLinear(contributions, marked, offset).logical_and_(active.unsqueeze(1));
-                    Tensor share = Share(contributions, selected);
-                    Accumulate(index, unit, share, selected);
+                    var (share, excitation) = Share(contributions, selected);
+                    Tensor flow = share.mul(gated.abs().unsqueeze(1));
+                    Accumulate(index, unit, share, selected, flow);
                     if (needBelow)
-                        below.index_add_(0, image, share.mul(gate.index(new[] { image, unit }).unsqueeze(1)), 1);
+                        below.index_add_(0, image, flow, 1);
+                    if (_settings.Inhibitory)
+                    {
+                        Tensor inhibition = contributions.neg().clamp_min_(0);
+                        Tensor inhibitory = ConnectionSelection.SelectLinear(inhibition, inhibition.gt(0), offset).logical_and_(active.unsqueeze(1));
+                        Tensor inhibitoryShare = inhibition.mul_(inhibitory.to(inhibition.dtype)).div_(excitation);
+                        Accumulate(index, unit, inhibitoryShare, inhibitory, inhibitoryShare.mul(gated.abs().unsqueeze(1)));
+                    }
                 }
                 return below.view(step.Input.shape);
             }
@@ -324,17 +357,24 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                     Tensor part = units.narrow(0, start, Math.Min(chunk, units.shape[0] - start));
                     Tensor image = part.select(1, 0), channel = part.select(1, 1), position = part.select(1, 2);
                     Tensor field = image.mul(positions).add_(position);
-                    Tensor contributions = weight.index_select(0, channel).mul(fields.index_select(0, field));
+                    Tensor gated = gate.view(images, conv.OutChannels, positions).index(new[] { image, channel, position });
+                    Tensor contributions = weight.index_select(0, channel).mul(fields.index_select(0, field)).mul_(gated.sign().unsqueeze(1));
                     Tensor active = contributions.sum(1).gt(_settings.ConvolutionLowerBound);
                     Tensor marked = ConnectionSelection.Marked(contributions, ConnectionSelection.Threshold(contributions), _settings.ConvolutionEpsilon);
                     Tensor selected = ConnectionSelection.SelectConvolution(contributions, marked, conv.InChannels, conv.KernelSize, _settings.ComponentSumWeight)
                         .logical_and_(active.unsqueeze(1));
-                    Tensor share = Share(contributions, selected);
-                    Accumulate(index, channel, share, selected);
+                    var (share, excitation) = Share(contributions, selected);
+                    Tensor flow = share.mul(gated.abs().unsqueeze(1));
+                    Accumulate(index, channel, share, selected, flow);
                     if (needBelow)
+                        belowFields.index_add_(0, field, flow, 1);
+                    if (_settings.Inhibitory)
                     {
-                        Tensor gated = gate.view(images, conv.OutChannels, positions).index(new[] { image, channel, position });
-                        belowFields.index_add_(0, field, share.mul(gated.unsqueeze(1)), 1);
+                        Tensor inhibition = contributions.neg().clamp_min_(0);
+                        Tensor inhibitory = ConnectionSelection.SelectConvolution(inhibition, inhibition.gt(0), conv.InChannels, conv.KernelSize,
+                            _settings.ComponentSumWeight).logical_and_(active.unsqueeze(1));
+                        Tensor inhibitoryShare = inhibition.mul_(inhibitory.to(inhibition.dtype)).div_(excitation);
+                        Accumulate(index, channel, inhibitoryShare, inhibitory, inhibitoryShare.mul(gated.abs().unsqueeze(1)));
                     }
                 }
                 if (!needBelow)
@@ -344,15 +384,17 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                     padding: (conv.Padding, conv.Padding), stride: (conv.Stride, conv.Stride));
             }
 
-            /// <summary>Each selected contribution over the sum of its unit's selected contributions; 0 elsewhere.</summary>
-            private static Tensor Share(Tensor contributions, Tensor selected)
+            /// <summary>Each selected contribution over the sum of its unit's selected contributions (0 elsewhere), and that sum [P, 1].</summary>
+            private static (Tensor Share, Tensor Excitation) Share(Tensor contributions, Tensor selected)
             {
                 Tensor kept = contributions.mul(selected.to(contributions.dtype));
-                return kept.div(kept.sum(1, keepdim: true).clamp_min(1e-30));
+                Tensor excitation = kept.sum(1, keepdim: true).clamp_min(1e-30);
+                return (kept.div(excitation), excitation);
             }
 
-            private void Accumulate(int index, Tensor unit, Tensor share, Tensor selected)
+            private void Accumulate(int index, Tensor unit, Tensor share, Tensor selected, Tensor flow)
             {
+                _flow[index].view(_flow[index].shape[0], -1).index_add_(0, unit, flow.to(float64), 1);
                 long rows = _mass[index].shape[0];
                 _mass[index].view(rows, -1).index_add_(0, unit, share.to(float64), 1);
                 _hits[index].view(rows, -1).index_add_(0, unit, selected.to(float64), 1);
