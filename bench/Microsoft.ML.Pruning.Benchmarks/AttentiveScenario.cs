@@ -116,7 +116,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                 {
                                     "attentive" => ml.Transforms.PruneAttentive(dense, new AttentivePruner.Options
                                     {
-XX => ml.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options
+                                        KeptFraction = fraction, CalibrationImages = calibration, RetrainEpochs = epochs, LearningRate = learningRate,
+                                        PruningCompleted = r => report = r,
+                                    }),
+                                    "magnitude" => ml.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options
                                     {
                                         KeptFraction = fraction, RetrainEpochs = epochs, LearningRate = learningRate, PruningCompleted = r => report = r,
                                     }),
