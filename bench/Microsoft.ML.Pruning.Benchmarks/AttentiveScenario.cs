@@ -32,7 +32,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
         {
             bool quick = args.Contains("--quick");
             var architectures = Models(args);
-            int trainRows = quick ? 4000 : 60000, testRows = quick ? 1000 : 10000;
+            int trainRows = int.Parse(List(args, "--train-rows", quick ? "4000" : "60000")[0], CultureInfo.InvariantCulture), testRows = quick ? 1000 : 10000;
+            int? denseEpochsOption = args.Contains("--epochs") ? int.Parse(List(args, "--epochs", "")[0], CultureInfo.InvariantCulture) : null;
+            // Models trained on other data or for another length are cached under their own names.
+            string tag = (denseEpochsOption is int de ? $"-e{de}" : "") + (trainRows != (quick ? 4000 : 60000) ? $"-r{trainRows}" : "");
             double[] fractions = List(args, "--kept", "0.1,0.05,0.02").Select(f => double.Parse(f, CultureInfo.InvariantCulture)).ToArray();
             string[] methods = List(args, "--methods", string.Join(",", s_methods));
             int calibration = int.Parse(List(args, "--calibration", quick ? "1000" : "2000")[0], CultureInfo.InvariantCulture);
@@ -48,8 +51,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 var ml = new MLContext(seed: 1);
                 IDataView train = ml.Data.Cache(FashionMnist.LoadTrain(ml, trainRows));
                 IDataView test = ml.Data.Cache(FashionMnist.LoadTest(ml, testRows));
-                ITransformer dense = ChannelsScenario.DenseModel(ml, train, architecture, slimming: false, quick);
-                int denseEpochs = TrainScenario.Recipe(architecture, quick).Epochs;
+                ITransformer dense = ChannelsScenario.DenseModel(ml, train, architecture, slimming: false, quick, denseEpochsOption, tag);
+                int denseEpochs = denseEpochsOption ?? TrainScenario.Recipe(architecture, quick).Epochs;
                 // One epoch at the lobs scenario's rate for the LeNets; the VGG at its training rate.
                 double learningRate = architecture == ImageClassifierArchitecture.VggSmall ? 0.05 : 0.1;
                 var timed = new List<(BenchRow Row, ClassifierNetwork Network)>();
@@ -60,7 +63,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     ImageClassificationTransformer classifier = ((IEnumerable<ITransformer>)transformer).OfType<ImageClassificationTransformer>().Single();
                     ModelSummary summary = classifier.GetSummary();
                     string zip = Path.Combine(directory, FormattableString.Invariant(
-                        $"attentive-result-{model}-{method}{(fraction is double f ? $"-{f:0.00}" : "")}-{retrain}{(quick ? "-quick" : "")}.zip"));
+                        $"attentive-result-{model}{tag}-{method}{(fraction is double f ? $"-{f:0.00}" : "")}-{retrain}{(quick ? "-quick" : "")}.zip"));
                     ml.Model.Save(transformer, train.Schema, zip);
                     return new BenchRow
                     {
@@ -95,7 +98,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         {
                             string retrain = epochs == 0 ? "none" : "1epoch";
                             string cached = Path.Combine(directory, FormattableString.Invariant(
-                                $"attentive-pruned-{model}-{method}-{fraction:0.00}-{retrain}{(method == "attentive" ? $"-c{calibration}" : "")}{(quick ? "-quick" : "")}.zip"));
+                                $"attentive-pruned-{model}{tag}-{method}-{fraction:0.00}-{retrain}{(method == "attentive" ? $"-c{calibration}" : "")}{(quick ? "-quick" : "")}.zip"));
                             ITransformer pruned;
                             double pruneSeconds, fitSeconds;
                             double? imagesPerSecond;
