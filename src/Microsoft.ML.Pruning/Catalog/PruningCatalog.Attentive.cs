@@ -14,7 +14,7 @@ namespace Microsoft.ML
         /// </summary>
         /// <param name="catalog">The transforms catalog.</param>
         /// <param name="trainedModel">A model trained by <c>ImageClassifier</c>: the transformer chain or the classifier, fresh or loaded.</param>
-        /// <param name="options">The pruner options; null for the defaults (10% of the weights kept by gating flow on 5,000 images, one-shot, no retraining).</param>
+        /// <param name="options">The pruner options; null for the defaults (10% of the weights kept by gating mass on 5,000 images, one-shot, no retraining).</param>
         /// <exception cref="ArgumentException"><paramref name="trainedModel"/> contains no image classifier of this library, or an option is invalid.</exception>
         /// <exception cref="NotSupportedException">The network has a layer the top-down pass cannot route through (the shift layers).</exception>
         /// <example>
