@@ -82,7 +82,8 @@ namespace Microsoft.ML.Pruning.Pruners
     ///
     /// ### Pruning
     /// The score of a connection is its gating mass (<see cref="Options.Score"/>; or its hits, or its gating flow — the mass
-    /// weighted by its unit's gating), summed over <see cref="Options.CalibrationImages"/> images; connections never selected rank by |w|. `Global` (default) keeps
+    /// weighted by its unit's gating), summed over <see cref="Options.CalibrationImages"/> images; connections never
+    /// selected rank by |w|. `Global` (default) keeps
     /// the connections with the largest shares of their layer's total score under one threshold — a small layer, whose
     /// connections each carry more of the decisions, keeps a larger fraction — with a floor of a quarter of the overall
     /// fraction per layer; `Uniform` keeps the same fraction of each layer, each by its own threshold.
@@ -102,7 +103,7 @@ namespace Microsoft.ML.Pruning.Pruners
         /// <summary>Options of <see cref="AttentivePruner"/>; the field initializers are the defaults.</summary>
         public sealed class Options : WeightPruningOptions
         {
-            /// <summary>Per-layer or global threshold. Default: <see cref="LayerAllocation.Global"/> (scores relative to each layer's mean).</summary>
+            /// <summary>Per-layer or global threshold. Default: <see cref="LayerAllocation.Global"/> (over each connection's share of its layer's total score).</summary>
             public LayerAllocation Allocation = LayerAllocation.Global;
 
             /// <summary>
