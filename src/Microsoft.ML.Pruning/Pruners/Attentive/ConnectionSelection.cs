@@ -110,14 +110,12 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             Tensor several = marked.view(m, -1).sum(1).gt(1).nonzero().squeeze(1);
             if (several.numel() == 0)
                 return labels.to(int64).MoveToOuterDisposeScope();
-            Tensor mask = marked.index_select(0, several);
+            Tensor mask = marked.index_select(0, several).to(int32);
             Tensor current = labels.index_select(0, several);
-            Tensor padded = zeros(several.shape[0], k + 2, k + 2, dtype: int32, device: marked.device);
-            Tensor inner = padded.narrow(1, 1, k).narrow(2, 1, k);
-            for (long step = 0; step < k * k; step++)
+            for (long step = 0; step < k * k && several.numel() > 0; step++)
             {
                 // The largest label among each position and its 8 neighbours, kept on marked positions only.
-                inner.copy_(current);
+                Tensor padded = nn.functional.pad(current, new long[] { 1, 1, 1, 1 });
                 Tensor next = current.clone();
                 for (int dy = 0; dy < 3; dy++)
                 {
@@ -127,12 +125,14 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                             next = next.maximum(padded.narrow(1, dy, k).narrow(2, dx, k));
                     }
                 }
-                next = next.mul_(mask.to(int32));
-                if (next.eq(current).all().item<bool>())
-                    break;
-                current = next;
+                next = next.mul_(mask);
+                labels.index_copy_(0, several, next);
+                // Windows that did not change have converged; only the others go on.
+                Tensor changed = next.ne(current).view(next.shape[0], -1).any(1).nonzero().squeeze(1);
+                several = several.index_select(0, changed);
+                current = next.index_select(0, changed);
+                mask = mask.index_select(0, changed);
             }
-            labels.index_copy_(0, several, current);
             return labels.to(int64).MoveToOuterDisposeScope();
         }
 
