@@ -39,6 +39,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
             double[] fractions = List(args, "--kept", "0.1,0.05,0.02").Select(f => double.Parse(f, CultureInfo.InvariantCulture)).ToArray();
             string[] methods = List(args, "--methods", string.Join(",", s_methods));
             int calibration = int.Parse(List(args, "--calibration", quick ? "1000" : "2000")[0], CultureInfo.InvariantCulture);
+            AttentionScore score = Enum.Parse<AttentionScore>(List(args, "--score", nameof(AttentionScore.Mass))[0], ignoreCase: true);
             foreach (string method in methods.Where(m => !s_methods.Contains(m)))
                 throw new ArgumentException($"unknown method '{method}'; use {string.Join(", ", s_methods)}");
             string directory = Path.Combine("artifacts", "bench", "models");
@@ -98,7 +99,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         {
                             string retrain = epochs == 0 ? "none" : "1epoch";
                             string cached = Path.Combine(directory, FormattableString.Invariant(
-                                $"attentive-pruned-{model}{tag}-{method}-{fraction:0.00}-{retrain}{(method == "attentive" ? $"-c{calibration}" : "")}{(quick ? "-quick" : "")}.zip"));
+                                $"attentive-pruned-{model}{tag}-{method}-{fraction:0.00}-{retrain}{(method == "attentive" ? $"-c{calibration}{(score == AttentionScore.Mass ? "" : "-" + score.ToString().ToLowerInvariant())}" : "")}{(quick ? "-quick" : "")}.zip"));
                             ITransformer pruned;
                             double pruneSeconds, fitSeconds;
                             double? imagesPerSecond;
@@ -119,7 +120,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                 {
                                     "attentive" => ml.Transforms.PruneAttentive(dense, new AttentivePruner.Options
                                     {
-                                        KeptFraction = fraction, CalibrationImages = calibration, RetrainEpochs = epochs, LearningRate = learningRate,
+                                        KeptFraction = fraction, CalibrationImages = calibration, Score = score, RetrainEpochs = epochs, LearningRate = learningRate,
                                         PruningCompleted = r => report = r,
                                     }),
                                     "magnitude" => ml.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options
@@ -147,6 +148,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                             row.PruneSeconds = pruneSeconds;
                             row.TrainSeconds = fitSeconds;
                             row.TopdownImagesPerS = method == "attentive" ? imagesPerSecond : null;
+                            row.Criterion = method == "attentive" ? score.ToString().ToLowerInvariant() : null;
                             row.MacsRatio = (double)denseRow.Macs! / row.Macs;
                             row.KeptFraction = Math.Round(fraction, 4);
                             rows.Add(row);
