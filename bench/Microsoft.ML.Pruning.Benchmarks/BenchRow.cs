@@ -47,6 +47,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("target_macs_reduction")] public double? TargetMacsReduction { get; set; }
         [JsonPropertyName("finetune_epochs")] public int? FinetuneEpochs { get; set; }
         [JsonPropertyName("selection_seconds")] public double? SelectionSeconds { get; set; }
+        [JsonPropertyName("topdown_images_per_s")] public double? TopdownImagesPerS { get; set; }
     }
 
     internal static class BenchOutput

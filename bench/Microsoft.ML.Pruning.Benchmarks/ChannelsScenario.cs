@@ -257,13 +257,15 @@ namespace Microsoft.ML.Pruning.Benchmarks
 
         /// <summary>
         /// The trained model (<paramref name="slimming"/>: trained with the batch-norm scale penalty), from
-        /// artifacts/bench/models when an earlier run saved it, else trained with the <c>train</c> recipe and saved there.
+        /// artifacts/bench/models when an earlier run saved it, else trained with the <c>train</c> recipe (or its first
+        /// <paramref name="epochs"/> epochs' length, named by <paramref name="tag"/>) and saved there.
         /// </summary>
-        internal static ITransformer DenseModel(MLContext ml, IDataView train, ImageClassifierArchitecture architecture, bool slimming, bool quick)
+        internal static ITransformer DenseModel(MLContext ml, IDataView train, ImageClassifierArchitecture architecture, bool slimming, bool quick,
+            int? epochs = null, string tag = "")
         {
             string directory = Path.Combine("artifacts", "bench", "models");
             Directory.CreateDirectory(directory);
-            string zip = Path.Combine(directory, $"channels-{Architectures.ShortName(architecture)}-{(slimming ? "slimming" : "dense")}{(quick ? "-quick" : "")}.zip");
+            string zip = Path.Combine(directory, $"channels-{Architectures.ShortName(architecture)}-{(slimming ? "slimming" : "dense")}{tag}{(quick ? "-quick" : "")}.zip");
             if (File.Exists(zip))
             {
                 Console.WriteLine($"== {Architectures.ShortName(architecture)} {(slimming ? "sparsity-trained" : "dense")}: loaded {zip}");
@@ -271,6 +273,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
             }
             Console.WriteLine($"== {Architectures.ShortName(architecture)} {(slimming ? "sparsity-trained" : "dense")}: training");
             ImageClassifierTrainer.Options recipe = TrainScenario.Recipe(architecture, quick);
+            if (epochs is int e)
+                recipe.Epochs = e;
             if (slimming)
                 recipe.BatchNormScaleL1 = SlimmingPenalty;
             recipe.EpochCompleted = metrics => Console.WriteLine("  " + metrics);

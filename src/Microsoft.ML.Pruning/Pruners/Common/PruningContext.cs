@@ -52,6 +52,12 @@ namespace Microsoft.ML.Pruning.Pruners.Common
         /// <summary>Images the method computed statistics on.</summary>
         public long CalibrationImages { get; set; }
 
+        /// <summary>Wall time of the passes that gathered the method's statistics over the calibration images, when it times them.</summary>
+        public TimeSpan? CalibrationTime { get; set; }
+
+        /// <summary>Images per second of those passes, when the method times them.</summary>
+        public double? CalibrationImagesPerSecond { get; set; }
+
         public long RetrainingSteps { get; private set; }
 
         public TimeSpan RetrainingTime { get; private set; }

@@ -64,7 +64,7 @@ namespace Microsoft.ML.Pruning.Pruners
             ImageShape shape = classifier.Network.Definition.Input;
             int classes = classifier.Network.Definition.Classes;
             CheckFeatures(data.Schema, classifier.FeatureColumnName, shape);
-            string? labelColumnName = NeedsLabels ? CheckLabel(data.Schema, _options.LabelColumnName ?? classifier.LabelColumn.Name, classes) : null;
+            string? labelColumnName = NeedsLabels ? CheckLabel(data.Schema, _options.LabelColumnName ?? classifier.LabelColumn.Name, classes, LabelUse) : null;
 
             using IChannel channel = _host.Start($"Pruning ({_method})");
             int seed = MLNetInternals.GetSeed(_env) ?? Environment.TickCount;
@@ -87,6 +87,8 @@ namespace Microsoft.ML.Pruning.Pruners
                     var report = new PruningReport(_method, context.Results, pruningTime, context.CalibrationImages, context.RetrainingSteps, context.RetrainingTime)
                     {
                         ChannelGroups = context.ChannelResults.Count == 0 ? null : context.ChannelResults.ToArray(),
+                        CalibrationTime = context.CalibrationTime,
+                        CalibrationImagesPerSecond = context.CalibrationImagesPerSecond,
                     };
                     channel.Info(MessageSensitivity.None, report.ToString());
                     _options.PruningCompleted?.Invoke(report);
@@ -115,6 +117,9 @@ namespace Microsoft.ML.Pruning.Pruners
         /// <summary>Whether <c>Fit</c> reads labels (for retraining).</summary>
         private protected virtual bool NeedsLabels => _options.Retrains;
 
+        /// <summary>What the labels are read for, as the error for a missing label column says it (e.g. <c>Retraining</c>).</summary>
+        private protected virtual string LabelUse => "Retraining";
+
         /// <summary>Prunes <see cref="PruningContext.Network"/>, fills the context's results, and returns the masks (weights to
         /// zero and channels to remove; <c>Fit</c> applies them and compacts the network).</summary>
         private protected abstract PruningMask Prune(PruningContext context);
@@ -127,10 +132,10 @@ namespace Microsoft.ML.Pruning.Pruners
                 throw new ArgumentException($"Feature column '{featureColumnName}' of the calibration data must be a vector of {shape.Size} Single values ({shape} images); found {column.Type}.");
         }
 
-        private static string CheckLabel(DataViewSchema schema, string labelColumnName, int classes)
+        private static string CheckLabel(DataViewSchema schema, string labelColumnName, int classes, string use)
         {
             if (schema.GetColumnOrNull(labelColumnName) is not DataViewSchema.Column label)
-                throw new ArgumentException($"Retraining needs labels, but the calibration data has no label column '{labelColumnName}' (set Options.{nameof(PruningOptions.LabelColumnName)}).");
+                throw new ArgumentException($"{use} needs labels, but the calibration data has no label column '{labelColumnName}' (set Options.{nameof(PruningOptions.LabelColumnName)}).");
             if (label.Type is KeyDataViewType key && key.Count != (ulong)classes)
                 throw new ArgumentException($"Label column '{labelColumnName}' is a key of {key.Count} values; the model has {classes} classes.");
             return labelColumnName;

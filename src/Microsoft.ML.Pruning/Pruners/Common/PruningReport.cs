@@ -44,6 +44,15 @@ namespace Microsoft.ML.Pruning.Pruners
         /// <summary>Channels kept per group of coupled channels (channel pruners only; null otherwise).</summary>
         public IReadOnlyList<ChannelGroupResult>? ChannelGroups { get; init; }
 
+        /// <summary>
+        /// Wall time of the passes over the calibration images that gathered the method's statistics (the attentive pruner's
+        /// top-down attention, summed over its rounds); null when the method does not time them apart.
+        /// </summary>
+        public TimeSpan? CalibrationTime { get; init; }
+
+        /// <summary>Calibration images per second of those passes (images times rounds over <see cref="CalibrationTime"/>); null without it.</summary>
+        public double? CalibrationImagesPerSecond { get; init; }
+
         /// <summary>Prunable weights of all layers.</summary>
         public long Weights => Layers.Sum(l => l.Weights);
 
@@ -60,6 +69,8 @@ namespace Microsoft.ML.Pruning.Pruners
             text.Append(CultureInfo.InvariantCulture, $"{Method}: kept {KeptWeights:N0} of {Weights:N0} weights ({KeptFraction:P2}) in {PruningTime.TotalSeconds:F2} s");
             if (CalibrationImages > 0)
                 text.Append(CultureInfo.InvariantCulture, $", {CalibrationImages:N0} calibration images");
+            if (CalibrationImagesPerSecond is double rate)
+                text.Append(CultureInfo.InvariantCulture, $" ({rate:N0} images/s)");
             if (RetrainingSteps > 0)
                 text.Append(CultureInfo.InvariantCulture, $"; retrained {RetrainingSteps:N0} steps in {RetrainingTime.TotalSeconds:F1} s");
             text.AppendLine();

@@ -1,0 +1,85 @@
+// Licensed under the MIT license.
+
+using System;
+using System.Collections.Generic;
+using Microsoft.ML.Pruning.Pruners.Common;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Pruning.Pruners.Attentive
+{
+    /// <summary>
+    /// Biparva and Tsotsos's criterion: a connection matters as much as the top-down attention selected it — its gating
+    /// mass or its hit count over the calibration images. Ties (connections never selected) are broken by |w|; weights
+    /// already pruned rank below every other.
+    /// </summary>
+    internal static class AttentiveImportance
+    {
+        /// <summary>The score of every weight of layer <paramref name="index"/>, float64, weight-shaped (the caller owns the tensor).</summary>
+        /// <param name="attention">The top-down statistics.</param>
+        /// <param name="index">The layer's position in the prunable layers.</param>
+        /// <param name="layer">The layer.</param>
+        /// <param name="score">Mass or hits.</param>
+        /// <param name="relative">Divide by the layer's total score — each connection's share of its layer's attention — for one global threshold.</param>
+        public static Tensor Scores(TopDownAttention attention, int index, PrunableLayer layer, AttentionScore score, bool relative)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            Tensor s = (score switch
+            {
+                AttentionScore.Hits => attention.Hits(index),
+                AttentionScore.Flow => attention.Flow(index),
+                _ => attention.Mass(index),
+            }).clone();
+            if (relative)
+            {
+                double total = s.sum().item<double>();
+                if (total > 0)
+                    s.div_(total);
+            }
+            Tensor magnitude = layer.Weight.detach().abs().to(float64);
+            double largest = magnitude.max().item<double>();
+            Tensor positive = s.masked_select(s.gt(0));
+            double smallest = positive.numel() > 0 ? positive.min().item<double>() : 1;
+            if (largest > 0)
+                s.add_(magnitude.div(largest).mul_(smallest * 1e-6));
+            s.masked_fill_(magnitude.eq(0), -1);
+            return s.MoveToOuterDisposeScope();
+        }
+
+        /// <summary>The mask keeping the <paramref name="keptCount"/> highest scores of <paramref name="scores"/>.</summary>
+        public static Tensor KeepHighest(Tensor scores, long keptCount)
+        {
+            using var scope = NewDisposeScope();
+            Tensor flat = scores.flatten();
+            Tensor kept = zeros(flat.shape[0], dtype: @bool, device: flat.device);
+            if (keptCount > 0)
+            {
+                var (_, highest) = flat.topk((int)Math.Min(keptCount, flat.shape[0]), largest: true, sorted: false);
+                kept.index_fill_(0, highest, true);
+            }
+            return kept.view(scores.shape).MoveToOuterDisposeScope();
+        }
+
+        /// <summary>Per-layer kept counts for <paramref name="keptFraction"/>: uniform, or one threshold over the connections' shares of their layer's attention.</summary>
+        public static long[] Allocate(TopDownAttention attention, IReadOnlyList<PrunableLayer> layers, double keptFraction,
+            IDictionary<string, double>? layerKeptFractions, LayerAllocation allocation, AttentionScore score)
+        {
+            var scores = new List<Tensor>();
+            try
+            {
+                return KeptFractionAllocator.Allocate(layers, keptFraction, layerKeptFractions, allocation, i =>
+                {
+                    Tensor s = Scores(attention, i, layers[i], score, relative: true);
+                    scores.Add(s);
+                    return s;
+                });
+            }
+            finally
+            {
+                foreach (Tensor s in scores)
+                    s.Dispose();
+            }
+        }
+    }
+}
