@@ -112,8 +112,11 @@ namespace PruningService
             output[nameof(ImageScores.PredictedLabel)].ColumnName = _classifier.PredictedLabelColumnName;
 
             int poolSize = _options.EnginePoolSize > 0 ? _options.EnginePoolSize : 2 * Environment.ProcessorCount;
-            _engines = new DefaultObjectPoolProvider { MaximumRetained = poolSize }
-                .Create(new EnginePolicy(() => _ml.Model.CreatePredictionEngine<ImageInput, ImageScores>(scoring, ignoreMissingColumns: true, input, output)));
+            // A prediction engine owns the transformer it was made from (disposing one disposes the model), so the pool never
+            // disposes them: engines past the pool's size are dropped to the garbage collector, the model lives as long as
+            // this host.
+            _engines = new DefaultObjectPool<PredictionEngine<ImageInput, ImageScores>>(
+                new EnginePolicy(() => _ml.Model.CreatePredictionEngine<ImageInput, ImageScores>(scoring, ignoreMissingColumns: true, input, output)), poolSize);
 
             Input = _classifier.Network.Definition.Input;
             ClassNames = _classifier.ClassNames;
@@ -172,9 +175,15 @@ namespace PruningService
                     SKEncodedImageFormat other => throw new ImageRejectedException($"{what} is a {other.ToString().ToUpperInvariant()} image; the service takes PNG or JPEG."),
                 };
                 (width, height) = (codec!.Info.Width, codec.Info.Height);
+                if (width > _options.MaxImageSide || height > _options.MaxImageSide)
+                    throw new ImageRejectedException($"{what} is {width}x{height} pixels; the limit is {_options.MaxImageSide} pixels a side (Predict:MaxImageSide).");
+                // The decoder that MLImage uses fills what a cut or damaged file lacks with blank pixels; the codec says so.
+                var info = new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
+                using var pixels = new SKBitmap(info);
+                SKCodecResult result = codec.GetPixels(info, pixels.GetPixels());
+                if (result != SKCodecResult.Success)
+                    throw new ImageRejectedException($"{what} could not be decoded as {format.ToUpperInvariant()}: {Describe(result)}.");
             }
-            if (width > _options.MaxImageSide || height > _options.MaxImageSide)
-                throw new ImageRejectedException($"{what} is {width}x{height} pixels; the limit is {_options.MaxImageSide} pixels a side (Predict:MaxImageSide).");
             bool resized = width != Input.Width || height != Input.Height;
             if (resized && !_options.ResizeImages)
             {
@@ -216,7 +225,6 @@ namespace PruningService
         /// <inheritdoc/>
         public void Dispose()
         {
-            (_engines as IDisposable)?.Dispose();
             DisposeModel();
         }
 
@@ -261,6 +269,13 @@ namespace PruningService
         private static int[] Widths(IEnumerable<LayerDefinition> layers) => layers
             .Select(l => l switch { Conv2dLayer c => c.OutChannels, LinearLayer f => f.OutFeatures, _ => -1 })
             .Where(width => width >= 0).ToArray();
+
+        private static string Describe(SKCodecResult result) => result switch
+        {
+            SKCodecResult.IncompleteInput => "the data ends before the image does",
+            SKCodecResult.ErrorInInput => "the data is damaged",
+            _ => result.ToString(),
+        };
 
         private static Exception Innermost(Exception ex)
         {
