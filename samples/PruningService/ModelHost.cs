@@ -160,7 +160,7 @@ namespace PruningService
             if (encoded.Length == 0)
                 throw new ImageRejectedException($"{what} is empty: send the bytes of a PNG or JPEG image.");
             if (encoded.Length > _options.MaxImageBytes)
-                throw new ImageRejectedException($"{what} is {encoded.Length:N0} bytes; the limit is {_options.MaxImageBytes:N0} bytes (Predict:MaxImageBytes).");
+                throw new ImageRejectedException(FormattableString.Invariant($"{what} is {encoded.Length:N0} bytes; the limit is {_options.MaxImageBytes:N0} bytes (Predict:MaxImageBytes)."));
 
             string format;
             int width, height;

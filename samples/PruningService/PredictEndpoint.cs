@@ -96,8 +96,8 @@ namespace PruningService
             long maxBytes = MaxMultipartBytes(limits);
             if (request.ContentLength > maxBytes)
             {
-                throw new ImageRejectedException(
-                    $"The request body is {request.ContentLength:N0} bytes; the limit is {maxBytes:N0} bytes ({limits.MaxImagesPerRequest} images of {limits.MaxImageBytes:N0} bytes).");
+                throw new ImageRejectedException(FormattableString.Invariant(
+                    $"The request body is {request.ContentLength:N0} bytes; the limit is {maxBytes:N0} bytes ({limits.MaxImagesPerRequest} images of {limits.MaxImageBytes:N0} bytes)."));
             }
             IFormCollection form = await request.ReadFormAsync(cancellationToken);
             if (form.Files.Count == 0)
@@ -110,7 +110,7 @@ namespace PruningService
             {
                 string name = string.IsNullOrEmpty(file.FileName) ? file.Name : file.FileName;
                 if (file.Length > limits.MaxImageBytes)
-                    throw new ImageRejectedException($"File '{name}' is {file.Length:N0} bytes; the limit is {limits.MaxImageBytes:N0} bytes (Predict:MaxImageBytes).");
+                    throw new ImageRejectedException(FormattableString.Invariant($"File '{name}' is {file.Length:N0} bytes; the limit is {limits.MaxImageBytes:N0} bytes (Predict:MaxImageBytes)."));
                 var bytes = new byte[file.Length];
                 using (Stream stream = file.OpenReadStream())
                     await stream.ReadExactlyAsync(bytes, cancellationToken);
@@ -123,14 +123,14 @@ namespace PruningService
         private static async Task<byte[]> ReadBodyAsync(HttpRequest request, int limit, CancellationToken cancellationToken)
         {
             if (request.ContentLength > limit)
-                throw new ImageRejectedException($"The request body is {request.ContentLength:N0} bytes; the limit is {limit:N0} bytes (Predict:MaxImageBytes).");
+                throw new ImageRejectedException(FormattableString.Invariant($"The request body is {request.ContentLength:N0} bytes; the limit is {limit:N0} bytes (Predict:MaxImageBytes)."));
             using var body = new MemoryStream((int)Math.Min(request.ContentLength ?? 16 * 1024, limit));
             var chunk = new byte[16 * 1024];
             int read;
             while ((read = await request.Body.ReadAsync(chunk, cancellationToken)) > 0)
             {
                 if (body.Length + read > limit)
-                    throw new ImageRejectedException($"The request body is more than {limit:N0} bytes, the limit (Predict:MaxImageBytes).");
+                    throw new ImageRejectedException(FormattableString.Invariant($"The request body is more than {limit:N0} bytes, the limit (Predict:MaxImageBytes)."));
                 body.Write(chunk, 0, read);
             }
             return body.ToArray();
