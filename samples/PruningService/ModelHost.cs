@@ -203,17 +203,17 @@ namespace PruningService
             }
 
             ImageScores scores;
-            using (image)
+            PredictionEngine<ImageInput, ImageScores> engine = _engines.Get();
+            try
             {
-                PredictionEngine<ImageInput, ImageScores> engine = _engines.Get();
-                try
-                {
+                // The image steps may pass an image of the model's size through as it is and dispose it when the engine
+                // scores its next image, so it is disposed here while the engine is still this request's alone.
+                using (image)
                     scores = engine.Predict(new ImageInput { Image = image });
-                }
-                finally
-                {
-                    _engines.Return(engine);
-                }
+            }
+            finally
+            {
+                _engines.Return(engine);
             }
             int best = (int)scores.PredictedLabel - 1;
             var all = new ClassScore[scores.Score.Length];
