@@ -48,6 +48,14 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("finetune_epochs")] public int? FinetuneEpochs { get; set; }
         [JsonPropertyName("selection_seconds")] public double? SelectionSeconds { get; set; }
         [JsonPropertyName("topdown_images_per_s")] public double? TopdownImagesPerS { get; set; }
+        [JsonPropertyName("model_file")] public string? ModelFile { get; set; }
+        [JsonPropertyName("clients")] public int? Clients { get; set; }
+        [JsonPropertyName("duration_s")] public double? DurationSeconds { get; set; }
+        [JsonPropertyName("requests")] public long? Requests { get; set; }
+        [JsonPropertyName("requests_per_s")] public double? RequestsPerSecond { get; set; }
+        [JsonPropertyName("latency_p50_ms")] public double? LatencyP50Ms { get; set; }
+        [JsonPropertyName("latency_p99_ms")] public double? LatencyP99Ms { get; set; }
+        [JsonPropertyName("errors")] public long? Errors { get; set; }
     }
 
     internal static class BenchOutput

@@ -21,6 +21,7 @@ if (args.Length == 0 || args[0] is "-h" or "--help")
     Console.WriteLine("       bench dcp [--quick] [--models vgg-small,resnet20] [--targets 2] [--criteria dcp,random-dcp,l1,bn-scale,dcp-adapt] [--adapt-epsilon E] [--finetune-epochs N]");
     Console.WriteLine("       bench runtime [--quick] [--models vgg-small,lenet300,fc784x300] [--train-rows N]");
     Console.WriteLine("       bench fuzz [--files N] [--seed S]");
+    Console.WriteLine("       bench service [--quick] [--model-zips dense.zip,pruned.zip] [--clients N] [--seconds S] [--images N]");
     return args.Length == 0 ? 2 : 0;
 }
 
@@ -43,6 +44,8 @@ switch (args[0])
         return AttentiveScenario.Run(args);
     case "fuzz":
         return FuzzScenario.Run(args);
+    case "service":
+        return ServiceScenario.Run(args);
     case "verify-load":
         return TrainScenario.VerifyLoad(args[1], args[2], int.Parse(args[3], CultureInfo.InvariantCulture));
     default:
