@@ -208,8 +208,11 @@ namespace Microsoft.ML.Pruning.Networks
         /// it computes what <paramref name="network"/> computes with the other channels zeroed (<see cref="ZeroRemoved"/>).</summary>
         public static ClassifierNetwork Remove(ClassifierNetwork network, ChannelSelection selection)
         {
-            // The new network is built outside any dispose scope: its modules own tensors that must outlive it.
-            NetworkDefinition definition = Resize(network.Definition, selection.Groups.Select(g => (g.Group, g.Kept.Length)));
+            // The new network is built outside any dispose scope: its modules own tensors that must outlive it. Its definition
+            // is the one slicing gives (a kernel-sparse layer's connections depend on which channels go, not only how many).
+            NetworkDefinition definition;
+            using (NewDisposeScope())
+                definition = Slice(network.Definition, network.StateDictionary(), selection).Definition;
             ClassifierNetwork pruned = ClassifierNetwork.Create(definition, network.Device);
             try
             {

@@ -82,15 +82,22 @@ namespace Microsoft.ML.Pruning.Pruners.Common
             }
             if (mask.KernelSparseLayers.Count > 0)
             {
-                using (NewDisposeScope())
+                var kept = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+                try
                 {
-                    var kept = new Dictionary<string, Tensor>(StringComparer.Ordinal);
                     foreach (string path in mask.KernelSparseLayers)
                     {
                         Tensor weights = mask.Get(path + ".weight") ?? throw new InvalidOperationException($"Layer '{path}' has no mask to make it kernel-sparse.");
-                        kept[path] = weights.flatten(2).any(2);
+                        using (NewDisposeScope())
+                            kept[path] = weights.flatten(2).any(2).DetachFromDisposeScope();
                     }
+                    // The new network is built outside any dispose scope: its modules own tensors that must outlive it.
                     Replace(Pruners.SynapticStrength.KernelSparseCompaction.Convert(Network, kept));
+                }
+                finally
+                {
+                    foreach (Tensor t in kept.Values)
+                        t.Dispose();
                 }
                 foreach (string path in mask.KernelSparseLayers)
                     mask.Remove(path + ".weight");

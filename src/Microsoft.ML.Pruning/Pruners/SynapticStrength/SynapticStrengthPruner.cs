@@ -119,7 +119,7 @@ namespace Microsoft.ML.Pruning.Pruners
         }
 
         /// <summary>The short name of a criterion in reports and benchmark rows (<c>synaptic</c>, <c>kernel-norm</c>).</summary>
-        public static string CriterionName(KernelCriterion criterion) => KernelImportance.For(criterion).Name;
+        public static string CriterionName(KernelCriterion criterion) => Enum.IsDefined(criterion) ? KernelImportance.For(criterion).Name : criterion.ToString();
 
         private protected override string RetrainingPhase => "fine-tuning";
 
