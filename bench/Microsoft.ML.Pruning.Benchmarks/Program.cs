@@ -18,6 +18,7 @@ if (args.Length == 0 || args[0] is "-h" or "--help")
     Console.WriteLine("       bench lobs [--quick] [--models lenet300,lenet5]");
     Console.WriteLine("       bench channels [--quick] [--models vgg-small,resnet20] [--targets 2,4] [--criteria l1,bn-scale,random] [--finetune-epochs N] [--round-to N]");
     Console.WriteLine("       bench dcp [--quick] [--models vgg-small,resnet20] [--targets 2] [--criteria dcp,random-dcp,l1,bn-scale] [--finetune-epochs N]");
+    Console.WriteLine("       bench synaptic [--quick] [--models vgg-small,resnet20] [--pruned 90,95] [--criteria synaptic,kernel-norm] [--sparsity-epochs N] [--lambda L] [--finetune-epochs N] [--allocation global|uniform] [--train-rows N]");
     Console.WriteLine("       bench runtime [--quick] [--models vgg-small,lenet300,fc784x300] [--train-rows N]");
     Console.WriteLine("       bench fuzz [--files N] [--seed S]");
     return args.Length == 0 ? 2 : 0;
@@ -36,6 +37,8 @@ switch (args[0])
         return ChannelsScenario.Run(args);
     case "dcp":
         return ChannelsScenario.Run(args, "dcp");
+    case "synaptic":
+        return SynapticScenario.Run(args);
     case "lobs":
         return LobsScenario.Run(quick, args.Contains("--models") ? ParseModels(args) : null);
     case "fuzz":
