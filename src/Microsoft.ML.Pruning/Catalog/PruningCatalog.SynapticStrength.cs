@@ -16,7 +16,7 @@ namespace Microsoft.ML
         /// <param name="catalog">The transforms catalog.</param>
         /// <param name="trainedModel">A model trained by <c>ImageClassifier</c>: the transformer chain or the classifier, fresh or loaded.</param>
         /// <param name="options">The pruner options; null for the defaults (Synaptic Strength, 3 epochs of sparsity training
-        /// at λ = 2e-4, 10% of the connections kept by one global threshold, no fine-tuning).</param>
+        /// at λ = 5e-4, 10% of the connections kept by one global threshold, no fine-tuning).</param>
         /// <exception cref="ArgumentException"><paramref name="trainedModel"/> contains no image classifier of this library, or an option is invalid.</exception>
         /// <example>
         /// <code>
