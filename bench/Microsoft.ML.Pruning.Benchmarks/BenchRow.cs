@@ -56,6 +56,14 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("latency_p50_ms")] public double? LatencyP50Ms { get; set; }
         [JsonPropertyName("latency_p99_ms")] public double? LatencyP99Ms { get; set; }
         [JsonPropertyName("errors")] public long? Errors { get; set; }
+        [JsonPropertyName("kept_connections")] public double? KeptConnections { get; set; }
+        [JsonPropertyName("target_kept_connections")] public double? TargetKeptConnections { get; set; }
+        [JsonPropertyName("layer_kept_connections")] public Dictionary<string, double>? LayerKeptConnections { get; set; }
+        [JsonPropertyName("sparsity_epochs")] public int? SparsityEpochs { get; set; }
+        [JsonPropertyName("lambda")] public double? Lambda { get; set; }
+
+        /// <summary>A copy of every field.</summary>
+        public BenchRow Copy() => (BenchRow)MemberwiseClone();
     }
 
     internal static class BenchOutput
@@ -68,7 +76,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
 
         /// <summary>
         /// Writes artifacts/bench/&lt;scenario&gt;.json. Rows of earlier runs for another model, method, layer, epoch
-        /// count, quick-ness, width, backend, criterion or MACs target are kept, so a scenario can be run one model (or one training length, or one width) at a time.
+        /// count, quick-ness, width, backend, criterion, MACs target or connection target are kept, so a scenario can be run one model (or one training length, or one width) at a time.
         /// </summary>
         public static string Write(string scenario, IReadOnlyList<BenchRow> rows)
         {
@@ -76,7 +84,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
             var merged = new List<BenchRow>(Read(scenario).Where(p => !rows.Any(r => r.Model == p.Model && r.Method == p.Method && r.Layer == p.Layer
                 && r.Epochs == p.Epochs && r.Quick == p.Quick && r.Width == p.Width && r.Backend == p.Backend && r.Criterion == p.Criterion
-                && r.TargetMacsReduction == p.TargetMacsReduction)));
+                && r.TargetMacsReduction == p.TargetMacsReduction && r.TargetKeptConnections == p.TargetKeptConnections)));
             merged.AddRange(rows);
             File.WriteAllText(path, JsonSerializer.Serialize(merged, s_json));
             return path;

@@ -200,7 +200,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
         /// so that the machine's slow stretches hit every model alike; speedups are per turn against the dense model on the
         /// same runtime, then the median. One row per model and runtime.
         /// </summary>
-        private static IEnumerable<BenchRow> TimeInterleaved(List<(BenchRow Row, ClassifierNetwork Network)> models, BenchRow dense, bool quick)
+        internal static IEnumerable<BenchRow> TimeInterleaved(List<(BenchRow Row, ClassifierNetwork Network)> models, BenchRow dense, bool quick)
         {
             var (single, batch) = InferenceTiming.Inputs(models[0].Network.Definition.Input);
             var backends = new[] { InferenceBackend.Compact, InferenceBackend.LibTorch };
@@ -238,19 +238,14 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     var t = throughput[(m, backend)];
                     var dl = latency[(denseIndex, backend)];
                     var dt = throughput[(denseIndex, backend)];
-                    yield return new BenchRow
-                    {
-                        Scenario = source.Scenario, Model = source.Model, Method = source.Method, Quick = source.Quick, Epochs = source.Epochs,
-                        Accuracy = source.Accuracy, Params = source.Params, NonZeroParams = source.NonZeroParams, Macs = source.Macs, ZipBytes = source.ZipBytes,
-                        Criterion = source.Criterion, TargetMacsReduction = source.TargetMacsReduction, FinetuneEpochs = source.FinetuneEpochs,
-                        PruneSeconds = source.PruneSeconds, TrainSeconds = source.TrainSeconds, SelectionSeconds = source.SelectionSeconds,
-                        Backend = backend == InferenceBackend.Compact ? "compact" : "libtorch",
-                        MacsRatio = (double)dense.Macs! / source.Macs!,
-                        LatencyB1Ms = InferenceTiming.Median(l.ToArray()),
-                        ThroughputB256 = InferenceTiming.Median(t.ToArray()),
-                        SpeedupB1 = InferenceTiming.Median(l.Select((v, i) => dl[i] / v).ToArray()),
-                        SpeedupB256 = InferenceTiming.Median(t.Select((v, i) => v / dt[i]).ToArray()),
-                    };
+                    BenchRow row = source.Copy();
+                    row.Backend = backend == InferenceBackend.Compact ? "compact" : "libtorch";
+                    row.MacsRatio = (double)dense.Macs! / source.Macs!;
+                    row.LatencyB1Ms = InferenceTiming.Median(l.ToArray());
+                    row.ThroughputB256 = InferenceTiming.Median(t.ToArray());
+                    row.SpeedupB1 = InferenceTiming.Median(l.Select((v, i) => dl[i] / v).ToArray());
+                    row.SpeedupB256 = InferenceTiming.Median(t.Select((v, i) => v / dt[i]).ToArray());
+                    yield return row;
                 }
             }
         }

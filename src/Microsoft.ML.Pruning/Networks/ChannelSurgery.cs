@@ -46,11 +46,16 @@ namespace Microsoft.ML.Pruning.Networks
         /// <param name="WithInputs">The layer with this many inputs (consumers), or null when it cannot.</param>
         /// <param name="OutputTensors">The tensors indexed by output channel and their dimension.</param>
         /// <param name="InputTensors">The tensors indexed by input and their dimension.</param>
+        /// <param name="SliceTensors">For a kind whose tensors are not indexed by channel along one dimension: slices the
+        /// layer's tensors (named <c>{path}.{tensor}</c>) in the dictionary to the kept channels, output channels or input
+        /// channels, and returns the smaller layer; null for the kinds that <paramref name="OutputTensors"/> and
+        /// <paramref name="InputTensors"/> describe.</param>
         private sealed record Rule(
             Func<LayerDefinition, int, LayerDefinition>? WithOutputs,
             Func<LayerDefinition, int, LayerDefinition>? WithInputs,
             Func<LayerDefinition, (string Tensor, int Dimension)[]> OutputTensors,
-            Func<LayerDefinition, (string Tensor, int Dimension)[]> InputTensors);
+            Func<LayerDefinition, (string Tensor, int Dimension)[]> InputTensors,
+            Func<LayerDefinition, string, ChannelRole, long[], Dictionary<string, Tensor>, LayerDefinition>? SliceTensors = null);
 
         private static readonly (string, int)[] s_none = Array.Empty<(string, int)>();
 
@@ -76,7 +81,58 @@ namespace Microsoft.ML.Pruning.Networks
                 (l, n) => (ShiftPointwiseConv2dLayer)l with { InChannels = n },
                 l => ((ShiftPointwiseConv2dLayer)l).Shared ? new[] { ("weight", 0), ("bias", 0) } : new[] { ("weight", 0), ("bias", 0), ("shift", 0) },
                 l => ((ShiftPointwiseConv2dLayer)l).Shared ? new[] { ("weight", 1), ("shift", 0) } : new[] { ("weight", 1), ("shift", 1) }),
+            [typeof(KernelSparseConv2dLayer)] = new(
+                (l, n) => KernelSparseResized((KernelSparseConv2dLayer)l, n, ((KernelSparseConv2dLayer)l).InChannels),
+                (l, n) => KernelSparseResized((KernelSparseConv2dLayer)l, ((KernelSparseConv2dLayer)l).OutChannels, n),
+                _ => new[] { ("bias", 0) },
+                _ => s_none,
+                SliceKernelSparse),
         };
+
+        /// <summary>A kernel-sparse layer resized without its tensors (for planning): the connections scale with the channels.
+        /// <see cref="Slice"/> gives the exact count.</summary>
+        private static KernelSparseConv2dLayer KernelSparseResized(KernelSparseConv2dLayer layer, int outChannels, int inChannels)
+        {
+            long all = (long)layer.OutChannels * layer.InChannels, now = (long)outChannels * inChannels;
+            return layer with
+            {
+                OutChannels = outChannels,
+                InChannels = inChannels,
+                Connections = (int)Math.Min(now, (long)Math.Round((double)layer.Connections * now / all)),
+            };
+        }
+
+        /// <summary>Keeps the kernels of a kernel-sparse layer whose output (producer) or input (consumer) channel is kept,
+        /// renumbering the connections; its bias follows its output channels.</summary>
+        private static LayerDefinition SliceKernelSparse(LayerDefinition definition, string path, ChannelRole role, long[] kept, Dictionary<string, Tensor> tensors)
+        {
+            var layer = (KernelSparseConv2dLayer)definition;
+            bool reads = role == ChannelRole.Consumer;
+            int inChannels = reads ? kept.Length : layer.InChannels, outChannels = reads ? layer.OutChannels : kept.Length;
+            if (!reads && tensors.TryGetValue(path + ".bias", out Tensor? bias))
+                tensors[path + ".bias"] = bias.index_select(0, tensor(kept, device: bias.device));
+            if (!tensors.TryGetValue(path + ".connections", out Tensor? connections))
+                return KernelSparseResized(layer, outChannels, inChannels);
+            var renumber = Enumerable.Repeat(-1L, reads ? layer.InChannels : layer.OutChannels).ToArray();
+            for (int j = 0; j < kept.Length; j++)
+                renumber[kept[j]] = j;
+            long[] old = connections.cpu().data<long>().ToArray();
+            var positions = new List<long>();
+            var renumbered = new List<long>();
+            for (int c = 0; c < old.Length; c++)
+            {
+                long o = old[c] / layer.InChannels, i = old[c] % layer.InChannels;
+                long to = reads ? renumber[i] : renumber[o];
+                if (to < 0)
+                    continue;
+                positions.Add(c);
+                renumbered.Add(reads ? o * inChannels + to : to * inChannels + i);
+            }
+            tensors[path + ".connections"] = tensor(renumbered.ToArray(), device: connections.device);
+            if (tensors.TryGetValue(path + ".weight", out Tensor? weight))
+                tensors[path + ".weight"] = weight.index_select(0, tensor(positions.ToArray(), device: weight.device));
+            return layer with { InChannels = inChannels, OutChannels = outChannels, Connections = renumbered.Count };
+        }
 
         /// <summary>Whether a layer of this kind can lose channels in <paramref name="role"/>.</summary>
         public static bool Supports(LayerDefinition layer, ChannelRole role)
@@ -124,6 +180,11 @@ namespace Microsoft.ML.Pruning.Networks
                     Rule rule = s_rules[member.Layer.GetType()];
                     LayerDefinition current = layers.GetValueOrDefault(member.Path, member.Layer);
                     bool reads = member.Role == ChannelRole.Consumer;
+                    if (rule.SliceTensors is not null)
+                    {
+                        layers[member.Path] = rule.SliceTensors(current, member.Path, member.Role, kept, sliced);
+                        continue;
+                    }
                     Tensor index = reads && member.BlockSize > 1
                         ? (channels.unsqueeze(1) * member.BlockSize + arange(member.BlockSize, dtype: ScalarType.Int64).unsqueeze(0)).flatten()
                         : channels;
@@ -147,8 +208,11 @@ namespace Microsoft.ML.Pruning.Networks
         /// it computes what <paramref name="network"/> computes with the other channels zeroed (<see cref="ZeroRemoved"/>).</summary>
         public static ClassifierNetwork Remove(ClassifierNetwork network, ChannelSelection selection)
         {
-            // The new network is built outside any dispose scope: its modules own tensors that must outlive it.
-            NetworkDefinition definition = Resize(network.Definition, selection.Groups.Select(g => (g.Group, g.Kept.Length)));
+            // The new network is built outside any dispose scope: its modules own tensors that must outlive it. Its definition
+            // is the one slicing gives (a kernel-sparse layer's connections depend on which channels go, not only how many).
+            NetworkDefinition definition;
+            using (NewDisposeScope())
+                definition = Slice(network.Definition, network.StateDictionary(), selection).Definition;
             ClassifierNetwork pruned = ClassifierNetwork.Create(definition, network.Device);
             try
             {
@@ -191,6 +255,14 @@ namespace Microsoft.ML.Pruning.Networks
                     // Producers' rows and batch norms' scale and shift; a batch norm's running statistics may stay.
                     foreach (string name in new[] { "weight", "bias" })
                     {
+                        if (member.Layer is KernelSparseConv2dLayer sparse && name == "weight")
+                        {
+                            // The kernels of the removed outputs.
+                            Tensor outputs = state[member.Path + ".connections"].div(sparse.InChannels, rounding_mode: RoundingMode.floor);
+                            Tensor positions = isin(outputs, tensor(removed, device: outputs.device)).nonzero().flatten();
+                            state[member.Path + ".weight"].index_fill_(0, positions, 0);
+                            continue;
+                        }
                         if (state.TryGetValue(member.Path + "." + name, out Tensor? value))
                             value.index_fill_(0, tensor(removed, device: value.device), 0);
                     }

@@ -45,7 +45,7 @@ namespace Microsoft.ML.Pruning.Networks
         public const float MaxAbsValue = 1e10f;
 
         /// <summary>A tensor a definition implies: its name in the state dictionary, element type, shape and value constraint.</summary>
-        public sealed record ExpectedTensor(string Name, TensorElement Element, long[] Shape, TensorConstraint Constraint = TensorConstraint.None, int Bound = 0)
+        public sealed record ExpectedTensor(string Name, TensorElement Element, long[] Shape, TensorConstraint Constraint = TensorConstraint.None, long Bound = 0)
         {
             /// <summary>The number of elements.</summary>
             public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
@@ -120,6 +120,9 @@ namespace Microsoft.ML.Pruning.Networks
                     if (n.Mean is null || n.Std is null)
                         throw new InvalidOperationException($"Layer '{n.Name}' (NormalizeLayer) lacks field '{(n.Mean is null ? "Mean" : "Std")}'.");
                     NormalizeLayer.CheckStatistics(n);
+                    break;
+                case KernelSparseConv2dLayer k:
+                    KernelSparseConv2dLayer.CheckConnections(k);
                     break;
                 case KernelLayerDefinition k:
                     KernelLayerDefinition.CheckFields(k);
@@ -199,6 +202,13 @@ namespace Microsoft.ML.Pruning.Networks
                         if (c.Bias)
                             result.Add(new(p + "bias", TensorElement.Float32, new long[] { c.OutChannels }));
                         break;
+                    case KernelSparseConv2dLayer k:
+                        result.Add(new(p + "weight", TensorElement.Float32, new long[] { k.Connections, k.KernelSize, k.KernelSize }));
+                        result.Add(new(p + "connections", TensorElement.Int64, new long[] { k.Connections }, TensorConstraint.AscendingBelow,
+                            (long)k.OutChannels * k.InChannels));
+                        if (k.Bias)
+                            result.Add(new(p + "bias", TensorElement.Float32, new long[] { k.OutChannels }));
+                        break;
                     case BatchNorm2dLayer b:
                         result.Add(new(p + "weight", TensorElement.Float32, new long[] { b.Channels }));
                         result.Add(new(p + "bias", TensorElement.Float32, new long[] { b.Channels }));
@@ -264,5 +274,9 @@ namespace Microsoft.ML.Pruning.Networks
 
         /// <summary>Every value is below <see cref="DefinitionLimits.ExpectedTensor.Bound"/> (shift indices, below k²).</summary>
         Below,
+
+        /// <summary>The values are strictly ascending, at least 0 and below <see cref="DefinitionLimits.ExpectedTensor.Bound"/>
+        /// (the connections of a kernel-sparse convolution).</summary>
+        AscendingBelow,
     }
 }

@@ -25,6 +25,7 @@ namespace Microsoft.ML.Pruning.Networks
     [JsonDerivedType(typeof(ShiftAttentionConv2dLayer), "shiftattention2d")]
     [JsonDerivedType(typeof(ShiftConv2dLayer), "shift2d")]
     [JsonDerivedType(typeof(ShiftPointwiseConv2dLayer), "shiftpointwise2d")]
+    [JsonDerivedType(typeof(KernelSparseConv2dLayer), "kernelsparse2d")]
     public abstract record LayerDefinition
     {
         /// <summary>Module name; parameters are named <c>{Name}.weight</c> etc. Unique among siblings, no dots.</summary>
@@ -140,6 +141,46 @@ namespace Microsoft.ML.Pruning.Networks
         {
             int[] output = OutputShape(input);
             return (long)output[0] * output[1] * output[2] * InChannels * KernelSize * KernelSize;
+        }
+    }
+
+    /// <summary>
+    /// A k×k convolution that keeps only some of its input→output connections (kernels): per output channel, the list of
+    /// the input channels it reads and one k×k kernel for each, <c>y[o] = b[o] + Σ_{i kept for o} K[o,i] ⋆ x[i]</c>. This is
+    /// what kernel-level pruning (Synaptic Strength, kernel-norm pruning) leaves: it stores and computes the kept kernels only.
+    /// </summary>
+    /// <remarks>
+    /// Tensors: <c>weight</c> float32 [<see cref="Connections"/>, k, k], the kept kernels, ordered by output channel and then
+    /// by input channel; <c>connections</c> int64 [<see cref="Connections"/>], the connection of each kernel as
+    /// <c>o · InChannels + i</c>, strictly ascending (so each output's inputs are ascending and distinct) and below
+    /// <c>OutChannels · InChannels</c>; <c>bias</c> [out] when <see cref="KernelLayerDefinition.Bias"/>. An output channel
+    /// without connections outputs its bias.
+    /// </remarks>
+    public sealed record KernelSparseConv2dLayer : KernelLayerDefinition
+    {
+        /// <summary>The number of kept connections (kernels), 0 to <c>OutChannels · InChannels</c>.</summary>
+        public required int Connections { get; init; }
+
+        /// <inheritdoc/>
+        public override int[] OutputShape(int[] input)
+        {
+            CheckConnections(this);
+            return base.OutputShape(input);
+        }
+
+        /// <summary>Connections·k²·H'·W': every kept kernel once per output pixel.</summary>
+        public override long MultiplyAccumulates(int[] input)
+        {
+            int[] output = OutputShape(input);
+            return (long)output[1] * output[2] * Connections * KernelSize * KernelSize;
+        }
+
+        /// <summary>Throws naming the layer and field unless the kernel fields are valid and <see cref="Connections"/> is
+        /// between 0 and OutChannels·InChannels.</summary>
+        internal static void CheckConnections(KernelSparseConv2dLayer layer)
+        {
+            CheckFields(layer);
+            DefinitionLimits.LayerField(layer, "Connections", layer.Connections, 0, (long)layer.InChannels * layer.OutChannels);
         }
     }
 

@@ -40,6 +40,7 @@ namespace Microsoft.ML.Pruning.Networks
             FlattenLayer => nn.Flatten(),
             LinearLayer l => nn.Linear(l.InFeatures, l.OutFeatures, hasBias: l.Bias),
             ResidualBlock r => new ResidualBlockModule(r.Name, Sequential(r.Body), r.Shortcut.Count == 0 ? null : Sequential(r.Shortcut)),
+            KernelSparseConv2dLayer k => new KernelSparseConv2dModule(k),
             ShiftAttentionConv2dLayer s => new ShiftAttentionConv2dModule(s),
             ShiftConv2dLayer s => new ShiftPointwiseConv2dModule(s.Name, s.InChannels, s.OutChannels, s.KernelSize, s.Stride, s.Padding,
                 shared: true, s.Bias, ShiftConv2dLayer.GroupedShifts(s.InChannels, s.KernelSize)),

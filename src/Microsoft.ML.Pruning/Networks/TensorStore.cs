@@ -184,7 +184,9 @@ namespace Microsoft.ML.Pruning.Networks
                         }
                         else
                         {
-                            value = tensor(MemoryMarshal.Cast<byte, long>(bytes).ToArray()).reshape(shape);
+                            long[] values = MemoryMarshal.Cast<byte, long>(bytes).ToArray();
+                            CheckLongs(name, values, expectation);
+                            value = tensor(values).reshape(shape);
                         }
                     }
                     result.Add(name, value);
@@ -270,6 +272,20 @@ namespace Microsoft.ML.Pruning.Networks
                 {
                     if (values[i] < 0)
                         throw new FormatException(FormattableString.Invariant($"Tensor '{name}' has value {values[i]} at index {i}; it must be at least 0."));
+                }
+            }
+        }
+
+        private static void CheckLongs(string name, long[] values, DefinitionLimits.ExpectedTensor? expectation)
+        {
+            if (expectation?.Constraint != TensorConstraint.AscendingBelow)
+                return;
+            for (int i = 0; i < values.Length; i++)
+            {
+                if (values[i] < 0 || values[i] >= expectation.Bound || (i > 0 && values[i] <= values[i - 1]))
+                {
+                    throw new FormatException(FormattableString.Invariant(
+                        $"Tensor '{name}' has value {values[i]} at index {i}; its values must be strictly ascending, at least 0 and below {expectation.Bound}."));
                 }
             }
         }

@@ -112,7 +112,7 @@ namespace Microsoft.ML.Pruning.Reports
                 }
                 long macs = layer is ResidualBlock ? 0 : layer.MultiplyAccumulates(site.InputShape);
                 // Every weight of these layers is used the same number of times per image (once per output position).
-                long nonZeroMacs = layer is Conv2dLayer or LinearLayer or ShiftPointwiseConv2dLayer && weights > 0 && macs % weights == 0
+                long nonZeroMacs = layer is Conv2dLayer or KernelSparseConv2dLayer or LinearLayer or ShiftPointwiseConv2dLayer && weights > 0 && macs % weights == 0
                     ? macs / weights * nonZeroWeights
                     : macs;
                 rows.Add(new LayerSummary(path, Describe(layer), site.OutputShape, count, nonZero, macs, nonZeroMacs));
@@ -123,6 +123,7 @@ namespace Microsoft.ML.Pruning.Reports
         private static string Describe(LayerDefinition layer) => layer switch
         {
             Conv2dLayer c => $"Conv2d {c.KernelSize}x{c.KernelSize} {c.InChannels}->{c.OutChannels}" + (c.Stride > 1 ? $" /{c.Stride}" : ""),
+            KernelSparseConv2dLayer k => $"KernelSparse {k.KernelSize}x{k.KernelSize} {k.InChannels}->{k.OutChannels} ({k.Connections}c)" + (k.Stride > 1 ? $" /{k.Stride}" : ""),
             LinearLayer l => $"Linear {l.InFeatures}->{l.OutFeatures}",
             ShiftAttentionConv2dLayer s => $"ShiftAttn{(s.Shared ? "/sh" : "")}{(s.Hardened ? "/hard" : "")} {s.KernelSize}x{s.KernelSize} {s.InChannels}->{s.OutChannels}" + (s.Stride > 1 ? $" /{s.Stride}" : ""),
             ShiftConv2dLayer s => $"Shift {s.KernelSize}x{s.KernelSize}+1x1 {s.InChannels}->{s.OutChannels}" + (s.Stride > 1 ? $" /{s.Stride}" : ""),

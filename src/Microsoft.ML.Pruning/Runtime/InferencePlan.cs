@@ -238,7 +238,7 @@ namespace Microsoft.ML.Pruning.Runtime
                         case NormalizeLayer normalize:
                             steps.Add(new NormalizeStep(path, shape, normalize.Mean, normalize.Std));
                             break;
-                        case Conv2dLayer or ShiftPointwiseConv2dLayer or ShiftConv2dLayer:
+                        case Conv2dLayer or KernelSparseConv2dLayer or ShiftPointwiseConv2dLayer or ShiftConv2dLayer:
                             i = AddKernelLayer(steps, layers, scope, i, shape, out output);
                             break;
                         case LinearLayer linear:
@@ -304,7 +304,7 @@ namespace Microsoft.ML.Pruning.Runtime
                 if (next < layers.Count && layers[next] is BatchNorm2dLayer norm)
                 {
                     using var tensors = NewDisposeScope();
-                    var (w, b) = BatchNormFolding.Fold(_state[path + ".weight"], layer.Bias ? _state[path + ".bias"] : null,
+                    var (w, b) = BatchNormFolding.Fold(WeightOf(layer, path), layer.Bias ? _state[path + ".bias"] : null,
                         BatchNormFolding.Affine(_state, scope + norm.Name));
                     weight = w.contiguous().data<float>().ToArray();
                     folded = b.contiguous().data<float>().ToArray();
@@ -313,7 +313,8 @@ namespace Microsoft.ML.Pruning.Runtime
                 }
                 else
                 {
-                    weight = Values(path + ".weight");
+                    using (NewDisposeScope())
+                        weight = WeightOf(layer, path).contiguous().data<float>().ToArray();
                     folded = layer.Bias ? Values(path + ".bias") : new float[layer.OutChannels];
                 }
                 bool relu = next < layers.Count && layers[next] is ReluLayer;
@@ -321,8 +322,9 @@ namespace Microsoft.ML.Pruning.Runtime
                     names.Add(layers[next++].Name);
                 int k = layer.KernelSize;
 
-                if (layer is Conv2dLayer conv)
+                if (layer is Conv2dLayer or KernelSparseConv2dLayer)
                 {
+                    var conv = layer;
                     long total = weight.LongLength;
                     long nonZero = weight.LongCount(w => w != 0);
                     if (total > SmallLayerWeights && nonZero > SparseConvolutionDensity * total)
@@ -358,13 +360,18 @@ namespace Microsoft.ML.Pruning.Runtime
                 }
                 IEnumerable<ConvolutionTerm> terms = layer switch
                 {
-                    Conv2dLayer => ConvolutionTerms(weight, layer.OutChannels, layer.InChannels, k),
+                    Conv2dLayer or KernelSparseConv2dLayer => ConvolutionTerms(weight, layer.OutChannels, layer.InChannels, k),
                     ShiftPointwiseConv2dLayer s => ShiftTerms(weight, s.OutChannels, s.InChannels, k, Values<byte>(path + ".shift"), s.Shared),
                     ShiftConv2dLayer s => ShiftTerms(weight, s.OutChannels, s.InChannels, k, ShiftConv2dLayer.GroupedShifts(s.InChannels, k), shared: true),
                     _ => throw new InvalidOperationException($"Layer '{layer.Name}' has no compact kernel."),
                 };
                 var kernel = new CompactConvolution(layer.InChannels, shape[1], shape[2], layer.OutChannels, k, layer.Stride, layer.Padding, terms, folded, relu, pool);
-                string kind = layer is Conv2dLayer ? "sparse conv2d" : "shift-pointwise";
+                string kind = layer switch
+                {
+                    Conv2dLayer => "sparse conv2d",
+                    KernelSparseConv2dLayer => "kernel-sparse conv2d",
+                    _ => "shift-pointwise",
+                };
                 steps.Add(new CompactConvolutionStep(string.Join("+", names), kind, shape, kernel));
                 output = kernel.OutputShape;
                 return next - 1;
@@ -435,6 +442,11 @@ namespace Microsoft.ML.Pruning.Runtime
                 using Tensor wrapped = tensor(values, shape.Length == 0 ? new long[] { values.Length } : shape);
                 return wrapped.clone().DetachFromDisposeScope();
             }
+
+            /// <summary>The layer's [out, in, k, k] weight; a kernel-sparse layer's kept kernels in place, zeros elsewhere.</summary>
+            private Tensor WeightOf(KernelLayerDefinition layer, string path) => layer is KernelSparseConv2dLayer
+                ? ((KernelSparseConv2dModule)_modules[path]).DenseWeight().detach()
+                : _state[path + ".weight"];
 
             private float[] Values(string name) => Values<float>(name);
 

@@ -551,7 +551,7 @@ namespace Microsoft.ML.Pruning.Fuzzing
     /// </summary>
     internal static class FuzzModels
     {
-        public static readonly string[] Kinds = { "dense", "sparse", "shift", "channels" };
+        public static readonly string[] Kinds = { "dense", "sparse", "shift", "channels", "synaptic" };
 
         /// <summary>Small images in four learnable classes (each lights one quarter of the image).</summary>
         public static IDataView Images(MLContext ml, int count, ImageShape shape, int seed)
@@ -581,7 +581,7 @@ namespace Microsoft.ML.Pruning.Fuzzing
         public static (byte[] Zip, string[] Columns, float[][] Scores, ImageShape Input) Create(string kind)
         {
             var ml = new MLContext(seed: 1);
-            int size = kind is "shift" or "channels" ? 8 : 12;
+            int size = kind is "shift" or "channels" or "synaptic" ? 8 : 12;
             var shape = new ImageShape(1, size, size);
             IDataView raw = Images(ml, 64, shape, 0);
             IDataView train = ml.Transforms.Conversion.MapValueToKey("Label").Fit(raw).Transform(raw);
@@ -592,6 +592,8 @@ namespace Microsoft.ML.Pruning.Fuzzing
                 "dense" => Classifier(ImageClassifierArchitecture.LeNet5),
                 "sparse" => ml.Transforms.PruneMagnitude(Classifier(ImageClassifierArchitecture.LeNet300100), new MagnitudePruner.Options { KeptFraction = 0.1 }).Fit(train),
                 "channels" => ml.Transforms.PruneChannels(Classifier(ImageClassifierArchitecture.VggSmall, 0.25), new ChannelPruner.Options { MacsReduction = 2 }).Fit(train),
+                "synaptic" => ml.Transforms.PruneSynapticStrength(Classifier(ImageClassifierArchitecture.VggSmall, 0.25),
+                    new SynapticStrengthPruner.Options { KeptConnectionFraction = 0.3, SparsityEpochs = 1 }).Fit(train),
                 "shift" => ml.Transforms.PruneAttention(new ShiftAttentionTrainer.Options
                 {
                     Training = new ImageClassifierTrainer.Options { Architecture = ImageClassifierArchitecture.VggSmall, Width = 0.25, Epochs = 1, BatchSize = 32 },

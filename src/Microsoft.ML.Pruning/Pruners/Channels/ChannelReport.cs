@@ -11,11 +11,12 @@ namespace Microsoft.ML.Pruning.Pruners.Channels
     /// <summary>What a channel pruner reports: weights per layer before and after, and channels kept per group.</summary>
     internal static class ChannelReport
     {
-        /// <summary>The weights (not biases) of a Conv2d, shift + pointwise or Linear layer; 0 for other layers.</summary>
+        /// <summary>The weights (not biases) of a Conv2d, kernel-sparse, shift + pointwise or Linear layer; 0 for other layers.</summary>
         public static long Weights(LayerDefinition layer) => layer switch
         {
             Conv2dLayer c => (long)c.OutChannels * c.InChannels * c.KernelSize * c.KernelSize,
             ShiftPointwiseConv2dLayer s => (long)s.OutChannels * s.InChannels,
+            KernelSparseConv2dLayer k => (long)k.Connections * k.KernelSize * k.KernelSize,
             LinearLayer l => (long)l.OutFeatures * l.InFeatures,
             _ => 0,
         };

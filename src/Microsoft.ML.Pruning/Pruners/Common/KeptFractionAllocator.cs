@@ -24,6 +24,15 @@ namespace Microsoft.ML.Pruning.Pruners.Common
         /// <param name="scores">For <see cref="LayerAllocation.Global"/>: a score per weight of a layer (any shape, same count).</param>
         public static long[] Allocate(IReadOnlyList<PrunableLayer> layers, double keptFraction, IDictionary<string, double>? layerKeptFractions,
             LayerAllocation allocation, Func<int, Tensor>? scores)
+            => Allocate(layers.Select(l => new Unit(l.Path, l.Count)).ToArray(), keptFraction, layerKeptFractions, allocation, scores);
+
+        /// <summary>A layer as the allocator sees it: its path and how many prunable units (weights, kernels) it has.</summary>
+        public sealed record Unit(string Path, long Count);
+
+        /// <summary>Kept units per layer, as <see cref="Allocate(IReadOnlyList{PrunableLayer}, double, IDictionary{string, double}?, LayerAllocation, Func{int, Tensor}?)"/>
+        /// for layers of any unit (kernels for kernel-level pruning): <paramref name="scores"/> gives one score per unit.</summary>
+        public static long[] Allocate(IReadOnlyList<Unit> layers, double keptFraction, IDictionary<string, double>? layerKeptFractions,
+            LayerAllocation allocation, Func<int, Tensor>? scores)
         {
             var kept = new long[layers.Count];
             var free = new List<int>();

@@ -75,16 +75,46 @@ namespace Microsoft.ML.Pruning.Pruners.Common
 
         /// <summary>
         /// The compaction stage: when <paramref name="mask"/> removes channels, replaces <see cref="Network"/> by the smaller
-        /// network with those channels gone (the old one is disposed) and slices the mask's weight masks to it.
+        /// network with those channels gone (the old one is disposed) and slices the mask's weight masks to it; then turns
+        /// the mask's kernel-sparse layers into <see cref="KernelSparseConv2dLayer"/>s with their kept kernels only.
         /// </summary>
         public void Compact(PruningMask mask)
         {
-            if (mask.Channels is not ChannelSelection selection)
-                return;
-            ClassifierNetwork compact = ChannelSurgery.Remove(Network, selection);
-            mask.SliceTo(selection, Network.Definition);
+            if (mask.Channels is ChannelSelection selection)
+            {
+                ClassifierNetwork compact = ChannelSurgery.Remove(Network, selection);
+                mask.SliceTo(selection, Network.Definition);
+                Replace(compact);
+            }
+            if (mask.KernelSparseLayers.Count > 0)
+            {
+                var kept = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+                try
+                {
+                    foreach (string path in mask.KernelSparseLayers)
+                    {
+                        Tensor weights = mask.Get(path + ".weight") ?? throw new InvalidOperationException($"Layer '{path}' has no mask to make it kernel-sparse.");
+                        using (NewDisposeScope())
+                            kept[path] = weights.flatten(2).any(2).DetachFromDisposeScope();
+                    }
+                    // The new network is built outside any dispose scope: its modules own tensors that must outlive it.
+                    Replace(Pruners.SynapticStrength.KernelSparseCompaction.Convert(Network, kept));
+                }
+                finally
+                {
+                    foreach (Tensor t in kept.Values)
+                        t.Dispose();
+                }
+                foreach (string path in mask.KernelSparseLayers)
+                    mask.Remove(path + ".weight");
+                mask.KernelSparseLayers.Clear();
+            }
+        }
+
+        private void Replace(ClassifierNetwork network)
+        {
             Network.Dispose();
-            Network = compact;
+            Network = network;
             _layers = null;
         }
 

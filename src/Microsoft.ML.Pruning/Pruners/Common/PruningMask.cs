@@ -21,6 +21,10 @@ namespace Microsoft.ML.Pruning.Pruners.Common
         /// <summary>Channels to remove, when the method removes channels (the compaction stage takes them out).</summary>
         public ChannelSelection? Channels { get; private set; }
 
+        /// <summary>Conv2d layers (by path) that the compaction stage turns into kernel-sparse layers holding the kernels their
+        /// weight masks keep; their masks then go, the pruned kernels being gone.</summary>
+        public ISet<string> KernelSparseLayers { get; } = new HashSet<string>(StringComparer.Ordinal);
+
         /// <summary>Asks the compaction stage to keep only <paramref name="selection"/>'s channels.</summary>
         public void RemoveChannels(ChannelSelection selection) => Channels = selection;
 
@@ -94,7 +98,8 @@ namespace Microsoft.ML.Pruning.Pruners.Common
             _pruned.Clear();
         }
 
-        private void Remove(string parameterName)
+        /// <summary>Drops the mask of <paramref name="parameterName"/> (the parameter is then kept whole).</summary>
+        public void Remove(string parameterName)
         {
             if (_kept.Remove(parameterName, out Tensor? kept))
                 kept.Dispose();
