@@ -9,6 +9,7 @@ using System.Text;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Data.IO;
+using Microsoft.ML.Model.OnnxConverter;
 using Microsoft.ML.Pruning.MLNet;
 using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Reports;
@@ -459,8 +460,8 @@ namespace Microsoft.ML.Pruning.MLNet
         protected override IRowMapper MakeRowMapper(DataViewSchema schema) => new Mapper(this, schema);
 
         /// <summary>Scores one row per forward pass (a <c>PredictionEngine</c>, a shuffled cursor); the two output getters
-        /// of a row share that pass.</summary>
-        private sealed class Mapper : MapperBase
+        /// of a row share that pass. Exports itself to ONNX (<see cref="OnnxExport"/>).</summary>
+        private sealed class Mapper : MapperBase, ISaveAsOnnx
         {
             private readonly ImageClassificationTransformer _owner;
             private readonly int _featureColumnIndex;
@@ -558,6 +559,12 @@ namespace Microsoft.ML.Pruning.MLNet
                 => column => column == _featureColumnIndex && (activeOutput(0) || activeOutput(1));
 
             protected override void SaveModel(ModelSaveContext ctx) => _owner.SaveModel(ctx);
+
+            /// <summary>Always true: a network that cannot be translated makes <see cref="SaveAsOnnx"/> throw, naming the layer,
+            /// instead of leaving ML.NET to export the pipeline without the classifier.</summary>
+            public bool CanSaveOnnx(OnnxContext ctx) => true;
+
+            public void SaveAsOnnx(OnnxContext ctx) => OnnxExport.SaveAsOnnx(_owner, GetOutputColumnsCore(), ctx);
         }
 
         /// <summary>The scores of the current row, computed once per row position.</summary>
