@@ -47,6 +47,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("target_macs_reduction")] public double? TargetMacsReduction { get; set; }
         [JsonPropertyName("finetune_epochs")] public int? FinetuneEpochs { get; set; }
         [JsonPropertyName("selection_seconds")] public double? SelectionSeconds { get; set; }
+        [JsonPropertyName("onnx_bytes")] public long? OnnxBytes { get; set; }
     }
 
     internal static class BenchOutput
