@@ -76,14 +76,15 @@ namespace Microsoft.ML.Pruning.Tests.Onnx
         }
 
         [TestMethod]
-        public void AChainWithTheLabelMappingExportsThePredictedClassName()
+        public void AChainWithTheLabelMappingExportsThePredictedClassNameAlsoAfterLoading()
         {
-            // The whole pipeline as an application builds it: MapValueToKey, the classifier pruned by magnitude, MapKeyToValue.
+            // The whole pipeline as an application builds it: MapValueToKey, the classifier pruned by magnitude, MapKeyToValue;
+            // then the same model loaded from its zip.
             var ml = new MLContext(seed: 1);
             IDataView train = ml.Data.Cache(SyntheticImages.Load(ml, 96));
             ITransformer model = Pruners.PrunerTestModels.Train(ml, train, ImageClassifierArchitecture.LeNet300100, epochs: 2);
             ITransformer pruned = ml.Transforms.PruneMagnitude(model, keptFraction: 0.1).Fit(train);
-            string path = TempFile();
+            string path = TempFile(), zip = Pruners.PrunerTestModels.TempZip();
             try
             {
                 using (var file = File.Create(path))
@@ -95,10 +96,24 @@ namespace Microsoft.ML.Pruning.Tests.Onnx
                 CollectionAssert.AreEqual(expected.GetColumn<string>("PredictedLabel").ToArray(), names);
                 AssertClose(expected.GetColumn<float[]>("Score").ToArray(), scored.GetColumn<float[]>("Score").ToArray(), "ApplyOnnxModel");
                 CollectionAssert.IsSubsetOf(names.Distinct().ToArray(), SyntheticImages.ClassNames);
+
+                // The same model saved and loaded in another context exports to the same file.
+                ml.Model.Save(pruned, train.Schema, zip);
+                var other = new MLContext(seed: 2);
+                ITransformer loaded = other.Model.Load(zip, out _);
+                try
+                {
+                    CollectionAssert.AreEqual(File.ReadAllBytes(path), Export(other, loaded, train));
+                }
+                finally
+                {
+                    Pruners.PrunerTestModels.DisposeAll(loaded);
+                }
             }
             finally
             {
                 File.Delete(path);
+                File.Delete(zip);
                 Pruners.PrunerTestModels.DisposeAll(pruned);
                 Pruners.PrunerTestModels.DisposeAll(model);
             }
