@@ -33,7 +33,9 @@ namespace Microsoft.ML.Pruning.MLNet
     /// <remarks>
     /// Output columns: <c>Score</c>, a vector of class probabilities with the class names as slot names, and
     /// <c>PredictedLabel</c>, a key with the training label's values, so <c>Evaluate</c>, <c>PredictionEngine</c>
-    /// and <c>MapKeyToValue</c> work on it as on any ML.NET multiclass model.
+    /// and <c>MapKeyToValue</c> work on it as on any ML.NET multiclass model. <c>mlContext.Model.ConvertToOnnx</c> (package
+    /// Microsoft.ML.OnnxConverter) exports it, alone or in a pipeline, as standard ONNX operators, opset 11 or later
+    /// (<see cref="OnnxExport"/>, <see cref="Onnx.OnnxNetworkTranslator"/>).
     /// </remarks>
     public sealed class ImageClassificationTransformer : RowToRowTransformerBase, ITransformer, IDisposable
     {
