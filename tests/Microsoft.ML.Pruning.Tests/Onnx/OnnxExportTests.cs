@@ -60,17 +60,20 @@ namespace Microsoft.ML.Pruning.Tests.Onnx
         }
 
         [TestMethod]
-        public void ChannelPrunedModelsExportTheirSmallerConvolutions()
+        [DataRow(ImageClassifierArchitecture.VggSmall, "conv2", 32, DisplayName = "small VGG")]
+        [DataRow(ImageClassifierArchitecture.ResNet20, "stage1_0.body.conv1", 16, DisplayName = "ResNet-20, residual widths too")]
+        public void ChannelPrunedModelsExportTheirSmallerConvolutions(ImageClassifierArchitecture architecture, string layer, int denseChannels)
         {
             var ml = new MLContext(seed: 1);
             var shape = new ImageShape(1, 12, 12);
-            using ImageClassificationTransformer vgg = Classifier(ml, Network(ImageClassifierArchitecture.VggSmall, Kind.DenseBatchNorm, shape));
+            using ImageClassificationTransformer dense = Classifier(ml, Network(architecture, Kind.DenseBatchNorm, shape));
             IDataView calibration = ImagesView(ml, TestImages(shape, 64), shape);
-            var pruned = (ImageClassificationTransformer)ml.Transforms.PruneChannels(vgg, new ChannelPruner.Options { MacsReduction = 2 }).Fit(calibration);
+            var options = new ChannelPruner.Options { MacsReduction = 2, PruneResidualWidth = true };
+            var pruned = (ImageClassificationTransformer)ml.Transforms.PruneChannels(dense, options).Fit(calibration);
             using (pruned)
             {
-                var conv2 = (Conv2dLayer)pruned.Network.Definition.Flatten().Single(l => l.Path == "conv2").Layer;
-                Assert.IsLessThan(32, conv2.OutChannels, "the pruner removed channels");
+                var conv = (Conv2dLayer)pruned.Network.Definition.Flatten().Single(l => l.Path == layer).Layer;
+                Assert.IsLessThan(denseChannels, conv.OutChannels, "the pruner removed channels");
                 AssertExportScoresAsTheLibrary(ml, pruned, TestImages(shape, Images), shape);
             }
         }
