@@ -61,6 +61,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
         [JsonPropertyName("layer_kept_connections")] public Dictionary<string, double>? LayerKeptConnections { get; set; }
         [JsonPropertyName("sparsity_epochs")] public int? SparsityEpochs { get; set; }
         [JsonPropertyName("lambda")] public double? Lambda { get; set; }
+        [JsonPropertyName("onnx_bytes")] public long? OnnxBytes { get; set; }
 
         /// <summary>A copy of every field.</summary>
         public BenchRow Copy() => (BenchRow)MemberwiseClone();

@@ -31,13 +31,15 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// Speed does not depend on how well a model is trained, only on its shape and on which weights are zero, so the
     /// models are trained briefly (the VGGs one epoch on <c>--train-rows</c> images, default 10,000; LeNet-300-100 the
     /// <c>train</c> recipe) and pruned without retraining; their accuracy is printed to show they are real models, and the
-    /// <c>sal</c> and <c>lobs</c> scenarios measure accuracy properly. <c>fc784x300</c> times the sparse fully connected
+    /// <c>sal</c> and <c>lobs</c> scenarios measure accuracy properly. Every model is also exported with
+    /// <c>mlContext.Model.ConvertToOnnx</c> and scored by ONNX Runtime in the same interleaved timing (rows with
+    /// <c>backend</c> <c>onnxruntime</c>, speedups against the dense model on ONNX Runtime). <c>fc784x300</c> times the sparse fully connected
     /// kernel alone against the dense product over a range of sparsities. Options: <c>--quick</c>, <c>--models
     /// vgg-small,lenet300,fc784x300</c>, <c>--train-rows N</c>.
     /// </remarks>
     internal static class RuntimeScenario
     {
-        private const string Dense = "dense", DenseRuntime = "dense-runtime";
+        private const string Dense = "dense", DenseRuntime = "dense-runtime", OnnxRuntimeBackend = "onnxruntime";
 
         // A fully connected layer the size of LeNet-300-100's first, pruned to a range of sparsities.
         private const string SparseLinearModel = "fc784x300";
@@ -91,10 +93,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
             }
 
             Table.Print(
-                new[] { "model", "method", "layer", "MACs", "MACs ratio", "b1 ms", "dense b1 ms", "b1 speedup", "b256 img/s", "dense b256 img/s", "b256 speedup" },
+                new[] { "model", "method", "backend", "layer", "MACs", "MACs ratio", "b1 ms", "dense b1 ms", "b1 speedup", "b256 img/s", "dense b256 img/s", "b256 speedup" },
                 results.Select(r => (IReadOnlyList<string>)new[]
                 {
-                    r.Model, r.Method, r.Layer ?? "(network)", Table.Format(r.Macs), Table.Format(r.MacsRatio, "0.00"),
+                    r.Model, r.Method, r.Backend ?? "", r.Layer ?? "(network)", Table.Format(r.Macs), Table.Format(r.MacsRatio, "0.00"),
                     Table.Format(r.LatencyB1Ms, "0.0000"), Table.Format(r.ReferenceLatencyB1Ms, "0.0000"), Table.Format(r.SpeedupB1, "0.00"),
                     Table.Format(r.ThroughputB256, "0"), Table.Format(r.ReferenceThroughputB256, "0"), Table.Format(r.SpeedupB256, "0.00"),
                 }));
@@ -102,16 +104,32 @@ namespace Microsoft.ML.Pruning.Benchmarks
             Console.WriteLine();
             Table.Print(
                 new[] { "model", "method", "Evaluate img/s", "bare b256 img/s", "Evaluate / bare" },
-                results.Where(r => r.Layer is null).Select(r => (IReadOnlyList<string>)new[]
+                results.Where(r => r.Layer is null && r.Backend != OnnxRuntimeBackend).Select(r => (IReadOnlyList<string>)new[]
                 {
                     r.Model, r.Method, Table.Format(r.EvaluateImagesPerS, "0"), Table.Format(r.BareImagesPerS, "0"), Table.Format(r.EvaluateRatio, "0.00"),
+                }));
+
+            Console.WriteLine();
+            Console.WriteLine("ONNX Runtime (the exported model, CPU, all graph optimizations) against the compact runtime, same run (speedup: compact over ONNX Runtime):");
+            Table.Print(
+                new[] { "model", "method", "ONNX bytes", "ONNX accuracy", "ORT b1 ms", "compact b1 ms", "compact speedup b1", "ORT b256 img/s", "compact b256 img/s", "compact speedup b256" },
+                results.Where(r => r.Backend == OnnxRuntimeBackend).Select(r =>
+                {
+                    string compactMethod = r.Method == Dense ? DenseRuntime : r.Method;
+                    BenchRow? compact = results.FirstOrDefault(c => c.Model == r.Model && c.Method == compactMethod && c.Layer is null && c.Backend == "compact");
+                    return (IReadOnlyList<string>)new[]
+                    {
+                        r.Model, r.Method, Table.Format(r.OnnxBytes), Table.Format(r.Accuracy, "0.0000"),
+                        Table.Format(r.LatencyB1Ms, "0.0000"), Table.Format(compact?.LatencyB1Ms, "0.0000"), Table.Format(r.LatencyB1Ms / compact?.LatencyB1Ms, "0.00"),
+                        Table.Format(r.ThroughputB256, "0"), Table.Format(compact?.ThroughputB256, "0"), Table.Format(compact?.ThroughputB256 / r.ThroughputB256, "0.00"),
+                    };
                 }));
 
             Console.WriteLine();
             Console.WriteLine("targets (whole network, vs the dense network on libtorch):");
             foreach (var (model, method, b1, b256) in s_targets)
             {
-                BenchRow? row = results.FirstOrDefault(r => r.Model == model && r.Method == method && r.Layer is null);
+                BenchRow? row = results.FirstOrDefault(r => r.Model == model && r.Method == method && r.Layer is null && r.Backend != OnnxRuntimeBackend);
                 if (row is null)
                     continue;
                 Console.WriteLine(FormattableString.Invariant(
@@ -238,26 +256,58 @@ namespace Microsoft.ML.Pruning.Benchmarks
             return new Candidate(method, classifier.Network, InferenceBackend.Compact, macs, accuracy, ml, model, test);
         }
 
-        /// <summary>Times every candidate against the first (the dense network on libtorch), whole and layer by layer.</summary>
+        /// <summary>
+        /// Times every candidate against the first (the dense network on libtorch), whole and layer by layer; and every model
+        /// exported to ONNX and scored by ONNX Runtime, against the dense model on ONNX Runtime, interleaved with the others.
+        /// </summary>
         private static IEnumerable<BenchRow> Compare(string model, IReadOnlyList<Candidate> candidates, bool quick)
         {
             Candidate dense = candidates[0];
             int repetitions = quick ? 3 : 7;
             var (single, batch) = InferenceTiming.Inputs(dense.Network.Definition.Input);
 
-            // Whole networks through the scoring entry point the transformer uses.
-            var runs = candidates.Select(c => (Action<float[]>)(images =>
+            // The same models on ONNX Runtime (the dense one once: its two other rows differ by backend only).
+            var exported = new List<(Candidate Candidate, OnnxRuntimeScorer Scorer)>();
+            try
             {
-                c.Network.Backend = c.Backend;
-                InferenceTiming.Time(c.Network, images);
-            })).ToList();
-            var (latency, throughput) = TimeInterleaved(runs, single, batch, repetitions, quick);
-            for (int i = 0; i < candidates.Count; i++)
+                foreach (Candidate candidate in candidates.Where(c => c.Method != DenseRuntime))
+                    exported.Add((candidate, OnnxRuntimeScorer.Export(candidate.Context, candidate.Model.GetImageClassifier(), candidate.Test)));
+
+                // Whole networks through the scoring entry point the transformer uses, then through ONNX Runtime.
+                var runs = candidates.Select(c => (Action<float[]>)(images =>
+                {
+                    c.Network.Backend = c.Backend;
+                    InferenceTiming.Time(c.Network, images);
+                })).ToList();
+                int onnxDense = runs.Count;
+                runs.AddRange(exported.Select(e => (Action<float[]>)(images => e.Scorer.Score(images))));
+                int[] references = Enumerable.Range(0, runs.Count).Select(i => i < onnxDense ? 0 : onnxDense).ToArray();
+                var (latency, throughput) = TimeInterleaved(runs, single, batch, repetitions, quick, references);
+                for (int i = 0; i < candidates.Count; i++)
+                {
+                    BenchRow row = Row(model, candidates[i].Method, null, candidates[i].Macs, (double)dense.Macs / candidates[i].Macs, quick,
+                        latency, throughput, i, candidates[i].Accuracy);
+                    row.Backend = BackendName(candidates[i].Backend);
+                    (row.EvaluateImagesPerS, row.BareImagesPerS, row.EvaluateRatio) = TimeEvaluate(candidates[i], quick ? 1 : 3);
+                    yield return row;
+                }
+                for (int j = 0; j < exported.Count; j++)
+                {
+                    var (candidate, scorer) = exported[j];
+                    float[] images = candidate.Test.GetColumn<float[]>("Features").SelectMany(image => image).ToArray();
+                    string[] labels = candidate.Test.GetColumn<string>("Label").ToArray();
+                    double accuracy = scorer.Accuracy(images, labels, candidate.Model.GetImageClassifier().ClassNames);
+                    BenchRow row = Row(model, candidate.Method, null, candidate.Macs, (double)dense.Macs / candidate.Macs, quick,
+                        latency, throughput, onnxDense + j, accuracy, reference: onnxDense);
+                    row.Backend = OnnxRuntimeBackend;
+                    row.OnnxBytes = scorer.ModelBytes;
+                    yield return row;
+                }
+            }
+            finally
             {
-                BenchRow row = Row(model, candidates[i].Method, null, candidates[i].Macs, (double)dense.Macs / candidates[i].Macs, quick,
-                    latency, throughput, i, candidates[i].Accuracy);
-                (row.EvaluateImagesPerS, row.BareImagesPerS, row.EvaluateRatio) = TimeEvaluate(candidates[i], quick ? 1 : 3);
-                yield return row;
+                foreach (var (_, scorer) in exported)
+                    scorer.Dispose();
             }
 
             // Layer by layer: each step of a compact plan against the dense network's modules for the same layers.
@@ -274,8 +324,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     var (stepLatency, stepThroughput) = TimeLayers(pair, repetitions, quick);
                     long compactMacs = StepMacs(step, candidate.Network.Definition);
                     long denseMacs = DenseMacs(dense.Network.Definition, step);
-                    yield return Row(model, candidate.Method, step.Layers, compactMacs, compactMacs == 0 ? null : (double)denseMacs / compactMacs, quick,
+                    BenchRow row = Row(model, candidate.Method, step.Layers, compactMacs, compactMacs == 0 ? null : (double)denseMacs / compactMacs, quick,
                         stepLatency, stepThroughput, 1, null);
+                    row.Backend = BackendName(InferenceBackend.Compact);
+                    yield return row;
                 }
             }
         }
@@ -314,7 +366,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
         }
 
         private static BenchRow Row(string model, string method, string? layer, long macs, double? macsRatio, bool quick,
-            IReadOnlyList<(double Median, double Speedup)> latency, IReadOnlyList<(double Median, double Speedup)> throughput, int index, double? accuracy)
+            IReadOnlyList<(double Median, double Speedup)> latency, IReadOnlyList<(double Median, double Speedup)> throughput, int index, double? accuracy,
+            int reference = 0)
             => new()
             {
                 Scenario = "runtime",
@@ -327,26 +380,28 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 MacsRatio = macsRatio,
                 LatencyB1Ms = latency[index].Median,
                 ThroughputB256 = throughput[index].Median,
-                ReferenceLatencyB1Ms = latency[0].Median,
-                ReferenceThroughputB256 = throughput[0].Median,
-                SpeedupB1 = index == 0 ? null : latency[index].Speedup,
-                SpeedupB256 = index == 0 ? null : throughput[index].Speedup,
+                ReferenceLatencyB1Ms = latency[reference].Median,
+                ReferenceThroughputB256 = throughput[reference].Median,
+                SpeedupB1 = index == reference ? null : latency[index].Speedup,
+                SpeedupB256 = index == reference ? null : throughput[index].Speedup,
             };
 
         /// <summary>
         /// Batch-1 latency (median of many calls) and batch-256 throughput of each run, all runs interleaved in every
         /// repetition; speedups are per-repetition ratios against the first run, then medians, so that the noise of a
-        /// shared machine hits every run alike.
+        /// shared machine hits every run alike. <paramref name="references"/> names each run's reference (default: the first).
         /// </summary>
         private static (List<(double, double)> Latency, List<(double, double)> Throughput) TimeInterleaved(
-            IReadOnlyList<Action<float[]>> runs, float[] single, float[] batch, int repetitions, bool quick)
+            IReadOnlyList<Action<float[]>> runs, float[] single, float[] batch, int repetitions, bool quick, IReadOnlyList<int>? references = null)
         {
             var layers = runs.Select(run => (Func<int, Action>)(n => () => run(n == 1 ? single : batch))).ToList();
-            return TimeLayers(layers, repetitions, quick);
+            return TimeLayers(layers, repetitions, quick, references);
         }
 
-        private static (List<(double, double)> Latency, List<(double, double)> Throughput) TimeLayers(IReadOnlyList<Func<int, Action>> runs, int repetitions, bool quick)
+        private static (List<(double, double)> Latency, List<(double, double)> Throughput) TimeLayers(IReadOnlyList<Func<int, Action>> runs, int repetitions, bool quick,
+            IReadOnlyList<int>? references = null)
         {
+            int Reference(int run) => references?[run] ?? 0;
             Action[] ones = runs.Select(r => r(1)).ToArray(), batches = runs.Select(r => r(256)).ToArray();
             int latencyCalls = quick ? 50 : 300, throughputCalls = quick ? 3 : 7;
             foreach (Action run in ones.Concat(batches))
@@ -365,8 +420,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 }
             }
             double Median(Func<int, double> value) => InferenceTiming.Median(Enumerable.Range(0, repetitions).Select(value).ToArray());
-            var latencies = Enumerable.Range(0, runs.Count).Select(n => (Median(r => latency[r, n]), Median(r => latency[r, 0] / latency[r, n]))).ToList();
-            var throughputs = Enumerable.Range(0, runs.Count).Select(n => (Median(r => throughput[r, n]), Median(r => throughput[r, n] / throughput[r, 0]))).ToList();
+            var latencies = Enumerable.Range(0, runs.Count).Select(n => (Median(r => latency[r, n]), Median(r => latency[r, Reference(n)] / latency[r, n]))).ToList();
+            var throughputs = Enumerable.Range(0, runs.Count).Select(n => (Median(r => throughput[r, n]), Median(r => throughput[r, n] / throughput[r, Reference(n)]))).ToList();
             return (latencies, throughputs);
         }
 
@@ -442,6 +497,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
             CompactLinearStep linear => linear.Kernel.Terms,
             _ => DenseMacs(definition, step),
         };
+
+        private static string BackendName(InferenceBackend backend) => backend == InferenceBackend.LibTorch ? "libtorch" : "compact";
 
         private static string? Option(string[] args, string name)
         {

@@ -4,6 +4,7 @@ using System;
 using System.Collections.Generic;
 using System.Linq;
 using Microsoft.ML.Data;
+using Microsoft.ML.Model.OnnxConverter;
 
 namespace Microsoft.ML.Pruning.MLNet
 {
@@ -17,8 +18,10 @@ namespace Microsoft.ML.Pruning.MLNet
     /// block ahead, and scores each block with one call of the network, where batched kernels run many times faster than
     /// one image at a time. This relies on what every <see cref="IDataView"/> promises: two cursors opened without a
     /// random generator see the same rows in the same order. A shuffled cursor is left to the row-by-row view.
+    /// <para>To ML.NET's pipeline walks (ONNX export) it is the row-by-row transform it wraps: a data transform over the
+    /// input that saves itself and exports itself to ONNX as that one does.</para>
     /// </remarks>
-    internal sealed class BlockScoringDataView : IDataView
+    internal sealed class BlockScoringDataView : IDataView, ITransformCanSaveOnnx
     {
         /// <summary>Images scored per call of the network.</summary>
         public const int BlockRows = 256;
@@ -40,6 +43,9 @@ namespace Microsoft.ML.Pruning.MLNet
             _predictedLabelIndex = rowByRow.Schema[owner.PredictedLabelColumnName].Index;
             _scoreIndex = rowByRow.Schema[owner.ScoreColumnName].Index;
         }
+
+        /// <summary>The data the classifier is applied to.</summary>
+        public IDataView Source => _input;
 
         /// <inheritdoc/>
         public bool CanShuffle => _rowByRow.CanShuffle;
@@ -79,6 +85,15 @@ namespace Microsoft.ML.Pruning.MLNet
         /// <remarks>One cursor: the blocks are what makes scoring fast, and the network spreads each block over the cores.</remarks>
         public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
             => new[] { GetRowCursor(columnsNeeded, rand) };
+
+        /// <summary>Whether the row-by-row transform exports to ONNX (it always does; an untranslatable network throws when saved).</summary>
+        public bool CanSaveOnnx(OnnxContext ctx) => _rowByRow is ITransformCanSaveOnnx transform && transform.CanSaveOnnx(ctx);
+
+        /// <summary>Adds the classifier to the ONNX graph being built, as the row-by-row transform does.</summary>
+        public void SaveAsOnnx(OnnxContext ctx) => ((ITransformCanSaveOnnx)_rowByRow).SaveAsOnnx(ctx);
+
+        /// <summary>Saves the row-by-row transform (the classifier and how it is applied).</summary>
+        public void Save(ModelSaveContext ctx) => ((ICanSaveModel)_rowByRow).Save(ctx);
 
         private sealed class Cursor : DataViewRowCursor
         {

@@ -9,6 +9,7 @@ using System.Text;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using Microsoft.ML.Data.IO;
+using Microsoft.ML.Model.OnnxConverter;
 using Microsoft.ML.Pruning.MLNet;
 using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Reports;
@@ -32,7 +33,9 @@ namespace Microsoft.ML.Pruning.MLNet
     /// <remarks>
     /// Output columns: <c>Score</c>, a vector of class probabilities with the class names as slot names, and
     /// <c>PredictedLabel</c>, a key with the training label's values, so <c>Evaluate</c>, <c>PredictionEngine</c>
-    /// and <c>MapKeyToValue</c> work on it as on any ML.NET multiclass model.
+    /// and <c>MapKeyToValue</c> work on it as on any ML.NET multiclass model. <c>mlContext.Model.ConvertToOnnx</c> (package
+    /// Microsoft.ML.OnnxConverter) exports it, alone or in a pipeline, as standard ONNX operators, opset 11 or later
+    /// (<see cref="OnnxExport"/>, <see cref="Onnx.OnnxNetworkTranslator"/>).
     /// </remarks>
     public sealed class ImageClassificationTransformer : RowToRowTransformerBase, ITransformer, IDisposable
     {
@@ -459,8 +462,8 @@ namespace Microsoft.ML.Pruning.MLNet
         protected override IRowMapper MakeRowMapper(DataViewSchema schema) => new Mapper(this, schema);
 
         /// <summary>Scores one row per forward pass (a <c>PredictionEngine</c>, a shuffled cursor); the two output getters
-        /// of a row share that pass.</summary>
-        private sealed class Mapper : MapperBase
+        /// of a row share that pass. Exports itself to ONNX (<see cref="OnnxExport"/>).</summary>
+        private sealed class Mapper : MapperBase, ISaveAsOnnx
         {
             private readonly ImageClassificationTransformer _owner;
             private readonly int _featureColumnIndex;
@@ -558,6 +561,12 @@ namespace Microsoft.ML.Pruning.MLNet
                 => column => column == _featureColumnIndex && (activeOutput(0) || activeOutput(1));
 
             protected override void SaveModel(ModelSaveContext ctx) => _owner.SaveModel(ctx);
+
+            /// <summary>Always true: a network that cannot be translated makes <see cref="SaveAsOnnx"/> throw, naming the layer,
+            /// instead of leaving ML.NET to export the pipeline without the classifier.</summary>
+            public bool CanSaveOnnx(OnnxContext ctx) => true;
+
+            public void SaveAsOnnx(OnnxContext ctx) => OnnxExport.SaveAsOnnx(_owner, GetOutputColumnsCore(), ctx);
         }
 
         /// <summary>The scores of the current row, computed once per row position.</summary>

@@ -56,6 +56,9 @@ namespace Microsoft.ML.Pruning.Tests.MLNet
                 "Microsoft.ML.Data.ITransformerChainAccessor", // a chain's scopes
                 "Microsoft.ML.ModelSaveContext", // public, with the persistence members internal
                 "Microsoft.ML.ModelLoadContext",
+                "Microsoft.ML.Model.OnnxConverter.OnnxContext", // ONNX export (MLNet/OnnxExport.cs)
+                "Microsoft.ML.Model.OnnxConverter.ISaveAsOnnx",
+                "Microsoft.ML.Model.OnnxConverter.ITransformCanSaveOnnx",
             })
             {
                 Type? type = FindType(name);
