@@ -31,15 +31,16 @@ namespace Microsoft.ML.Pruning.Benchmarks
         public static int Run(string[] args)
         {
             bool quick = args.Contains("--quick");
-            var architectures = Models(args);
-            int trainRows = int.Parse(List(args, "--train-rows", quick ? "4000" : "60000")[0], CultureInfo.InvariantCulture), testRows = quick ? 1000 : 10000;
-            int? denseEpochsOption = args.Contains("--epochs") ? int.Parse(List(args, "--epochs", "")[0], CultureInfo.InvariantCulture) : null;
+            var architectures = BenchArgs.Models(args, "lenet300,lenet5", name => $"unknown model '{name}'; use lenet300, lenet5, vgg-small, resnet20",
+                ImageClassifierArchitecture.LeNet300100, ImageClassifierArchitecture.LeNet5, ImageClassifierArchitecture.VggSmall, ImageClassifierArchitecture.ResNet20);
+            int trainRows = int.Parse(BenchArgs.List(args, "--train-rows", quick ? "4000" : "60000")[0], CultureInfo.InvariantCulture), testRows = quick ? 1000 : 10000;
+            int? denseEpochsOption = args.Contains("--epochs") ? int.Parse(BenchArgs.List(args, "--epochs", "")[0], CultureInfo.InvariantCulture) : null;
             // Models trained on other data or for another length are cached under their own names.
             string tag = (denseEpochsOption is int de ? $"-e{de}" : "") + (trainRows != (quick ? 4000 : 60000) ? $"-r{trainRows}" : "");
-            double[] fractions = List(args, "--kept", "0.1,0.05,0.02").Select(f => double.Parse(f, CultureInfo.InvariantCulture)).ToArray();
-            string[] methods = List(args, "--methods", string.Join(",", s_methods));
-            int calibration = int.Parse(List(args, "--calibration", quick ? "1000" : "2000")[0], CultureInfo.InvariantCulture);
-            AttentionScore score = Enum.Parse<AttentionScore>(List(args, "--score", nameof(AttentionScore.Mass))[0], ignoreCase: true);
+            double[] fractions = BenchArgs.List(args, "--kept", "0.1,0.05,0.02").Select(f => double.Parse(f, CultureInfo.InvariantCulture)).ToArray();
+            string[] methods = BenchArgs.List(args, "--methods", string.Join(",", s_methods));
+            int calibration = int.Parse(BenchArgs.List(args, "--calibration", quick ? "1000" : "2000")[0], CultureInfo.InvariantCulture);
+            AttentionScore score = Enum.Parse<AttentionScore>(BenchArgs.List(args, "--score", nameof(AttentionScore.Mass))[0], ignoreCase: true);
             foreach (string method in methods.Where(m => !s_methods.Contains(m)))
                 throw new ArgumentException($"unknown method '{method}'; use {string.Join(", ", s_methods)}");
             string directory = Path.Combine("artifacts", "bench", "models");
@@ -100,17 +101,14 @@ namespace Microsoft.ML.Pruning.Benchmarks
                             string retrain = epochs == 0 ? "none" : "1epoch";
                             string cached = Path.Combine(directory, FormattableString.Invariant(
                                 $"attentive-pruned-{model}{tag}-{method}-{fraction:0.00}-{retrain}{(method == "attentive" ? $"-c{calibration}{(score == AttentionScore.Mass ? "" : "-" + score.ToString().ToLowerInvariant())}" : "")}{(quick ? "-quick" : "")}.zip"));
-                            ITransformer pruned;
+                            ITransformer? pruned;
                             double pruneSeconds, fitSeconds;
                             double? imagesPerSecond;
-                            if (File.Exists(cached) && File.Exists(cached + ".seconds"))
+                            if (ModelCache.TryLoad(ml, cached, out pruned, out double?[] times))
                             {
-                                pruned = ml.Model.Load(cached, out _);
-                                string[] times = File.ReadAllText(cached + ".seconds").Split(' ');
-                                pruneSeconds = double.Parse(times[0], CultureInfo.InvariantCulture);
-                                fitSeconds = double.Parse(times[1], CultureInfo.InvariantCulture);
-                                imagesPerSecond = times[2] == "-" ? null : double.Parse(times[2], CultureInfo.InvariantCulture);
-                                Console.WriteLine($"  loaded {cached}");
+                                pruneSeconds = times[0]!.Value;
+                                fitSeconds = times[1]!.Value;
+                                imagesPerSecond = times[2];
                             }
                             else
                             {
@@ -138,9 +136,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                 imagesPerSecond = report.CalibrationImagesPerSecond;
                                 if (epochs == 0)
                                     Console.WriteLine("    " + report.ToString().Replace("\n", "\n    ", StringComparison.Ordinal));
-                                ml.Model.Save(pruned, train.Schema, cached);
-                                File.WriteAllText(cached + ".seconds", FormattableString.Invariant(
-                                    $"{pruneSeconds} {fitSeconds} {(imagesPerSecond is double r ? r.ToString(CultureInfo.InvariantCulture) : "-")}"));
+                                ModelCache.Save(ml, pruned, train.Schema, cached, pruneSeconds, fitSeconds, imagesPerSecond);
                             }
                             BenchRow row = Measure(pruned, method, fraction, retrain);
                             row.Epochs = epochs;
@@ -224,22 +220,6 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 row.SpeedupB256 = InferenceTiming.Median(throughput[m].Select((v, i) => v / throughput[0][i]).ToArray());
             }
         }
-
-        private static string[] List(string[] args, string name, string fallback)
-        {
-            int index = Array.IndexOf(args, name);
-            return (index >= 0 && index + 1 < args.Length ? args[index + 1] : fallback).Split(',');
-        }
-
-        private static IReadOnlyList<ImageClassifierArchitecture> Models(string[] args)
-            => List(args, "--models", "lenet300,lenet5").Select(name => name switch
-            {
-                "lenet300" => ImageClassifierArchitecture.LeNet300100,
-                "lenet5" => ImageClassifierArchitecture.LeNet5,
-                "vgg-small" => ImageClassifierArchitecture.VggSmall,
-                "resnet20" => ImageClassifierArchitecture.ResNet20,
-                _ => throw new ArgumentException($"unknown model '{name}'; use lenet300, lenet5, vgg-small, resnet20"),
-            }).ToArray();
 
         private static void DisposeAll(ITransformer model)
         {

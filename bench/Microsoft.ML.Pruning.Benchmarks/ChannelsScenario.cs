@@ -45,12 +45,14 @@ namespace Microsoft.ML.Pruning.Benchmarks
         {
             bool quick = args.Contains("--quick");
             bool dcp = scenario == "dcp";
-            var architectures = ParseModels(args);
+            var architectures = BenchArgs.Models(args, "vgg-small,resnet20",
+                name => $"unknown model '{name}'; the channels scenario runs vgg-small and resnet20",
+                ImageClassifierArchitecture.VggSmall, ImageClassifierArchitecture.ResNet20);
             int trainRows = quick ? 4000 : 60000, testRows = quick ? 1000 : 10000;
-            int fineTuneEpochs = Option(args, "--finetune-epochs", quick ? 1 : 5);
-            double[] targets = List(args, "--targets", dcp ? "2" : "2,4").Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
-            string[] criteria = List(args, "--criteria", dcp ? "dcp,random-dcp,l1,bn-scale,dcp-adapt" : "l1,bn-scale,random");
-            double adaptEpsilon = double.Parse(List(args, "--adapt-epsilon", AdaptiveEpsilon.ToString(CultureInfo.InvariantCulture))[0], CultureInfo.InvariantCulture);
+            int fineTuneEpochs = BenchArgs.Option(args, "--finetune-epochs", quick ? 1 : 5);
+            double[] targets = BenchArgs.List(args, "--targets", dcp ? "2" : "2,4").Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
+            string[] criteria = BenchArgs.List(args, "--criteria", dcp ? "dcp,random-dcp,l1,bn-scale,dcp-adapt" : "l1,bn-scale,random");
+            double adaptEpsilon = double.Parse(BenchArgs.List(args, "--adapt-epsilon", AdaptiveEpsilon.ToString(CultureInfo.InvariantCulture))[0], CultureInfo.InvariantCulture);
             foreach (string criterion in criteria.Where(c => !s_criteria.Contains(c)))
                 throw new ArgumentException($"unknown criterion '{criterion}'; use {string.Join(", ", s_criteria)}");
 
@@ -66,7 +68,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 int denseEpochs = TrainScenario.Recipe(architecture, quick).Epochs;
                 // Multiples of 16 keep the VGG's 3x3 convolutions off the padded path of libtorch's convolution (inputs of
                 // more than 16 channels that are not a multiple of 16); ResNet-20's block channels (16 to 64) need 8 to be prunable at all.
-                int roundTo = Option(args, "--round-to", architecture == ImageClassifierArchitecture.VggSmall ? 16 : 8);
+                int roundTo = BenchArgs.Option(args, "--round-to", architecture == ImageClassifierArchitecture.VggSmall ? 16 : 8);
 
                 var measured = new List<(BenchRow Row, ClassifierNetwork Network)>();
                 BenchRow Measure(ITransformer transformer, string method, string? criterion, double? target, PruningReport? report, double? seconds)
@@ -125,16 +127,12 @@ namespace Microsoft.ML.Pruning.Benchmarks
                             name == "dcp-adapt" ? FormattableString.Invariant($"channels-pruned-{model}-{name}-e{adaptEpsilon}-ft{fineTuneEpochs}{(quick ? "-quick" : "")}.zip")
                                 : FormattableString.Invariant($"channels-pruned-{model}-{name}-{target}x-ft{fineTuneEpochs}-r{roundTo}{(quick ? "-quick" : "")}.zip"));
                         PruningReport? report = null;
-                        ITransformer result;
+                        ITransformer? result;
                         double seconds;
-                        if (File.Exists(cached) && File.Exists(cached + ".seconds"))
+                        if (ModelCache.TryLoad(ml, cached, out result, out double?[] times))
                         {
-                            result = ml.Model.Load(cached, out _);
-                            string[] times = File.ReadAllText(cached + ".seconds").Split(' ');
-                            seconds = double.Parse(times[1], CultureInfo.InvariantCulture);
-                            report = new PruningReport(name, Array.Empty<LayerPruningResult>(),
-                                TimeSpan.FromSeconds(double.Parse(times[0], CultureInfo.InvariantCulture)), 0, 0, TimeSpan.Zero);
-                            Console.WriteLine($"  loaded {cached}");
+                            seconds = times[1]!.Value;
+                            report = new PruningReport(name, Array.Empty<LayerPruningResult>(), TimeSpan.FromSeconds(times[0]!.Value), 0, 0, TimeSpan.Zero);
                         }
                         else
                         {
@@ -167,8 +165,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                 });
                             result = pruner.Fit(train);
                             seconds = clock.Elapsed.TotalSeconds;
-                            ml.Model.Save(result, train.Schema, cached);
-                            File.WriteAllText(cached + ".seconds", FormattableString.Invariant($"{report!.PruningTime.TotalSeconds} {seconds}"));
+                            ModelCache.Save(ml, result, train.Schema, cached, report!.PruningTime.TotalSeconds, seconds);
                         }
                         Measure(result, "channels", name, name == "dcp-adapt" ? null : target, report, seconds);
                     }
@@ -280,25 +277,5 @@ namespace Microsoft.ML.Pruning.Benchmarks
             ml.Model.Save(model, train.Schema, zip);
             return model;
         }
-
-        private static int Option(string[] args, string name, int fallback)
-        {
-            int index = Array.IndexOf(args, name);
-            return index >= 0 && index + 1 < args.Length ? int.Parse(args[index + 1], CultureInfo.InvariantCulture) : fallback;
-        }
-
-        private static string[] List(string[] args, string name, string fallback)
-        {
-            int index = Array.IndexOf(args, name);
-            return (index >= 0 && index + 1 < args.Length ? args[index + 1] : fallback).Split(',');
-        }
-
-        private static IReadOnlyList<ImageClassifierArchitecture> ParseModels(string[] args)
-            => List(args, "--models", "vgg-small,resnet20").Select(name => name switch
-            {
-                "vgg-small" => ImageClassifierArchitecture.VggSmall,
-                "resnet20" => ImageClassifierArchitecture.ResNet20,
-                _ => throw new ArgumentException($"unknown model '{name}'; the channels scenario runs vgg-small and resnet20"),
-            }).ToArray();
     }
 }

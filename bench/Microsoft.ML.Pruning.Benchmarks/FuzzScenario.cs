@@ -33,9 +33,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
     {
         public static int Run(string[] args)
         {
-            int files = IntArg(args, "--files", 10_000), seed = IntArg(args, "--seed", 20261205);
-            int loaderAt = Array.IndexOf(args, "--loader");
-            string loader = loaderAt >= 0 && loaderAt + 1 < args.Length ? args[loaderAt + 1] : "checked";
+            int files = BenchArgs.Option(args, "--files", 10_000), seed = BenchArgs.Option(args, "--seed", 20261205);
+            string loader = BenchArgs.Option(args, "--loader") ?? "checked";
             if (loader is not ("checked" or "mlnet"))
                 throw new ArgumentException($"--loader is '{loader}'; use checked (mlContext.Model.LoadChecked) or mlnet (mlContext.Model.Load)");
             Console.WriteLine($"loader: {(loader == "checked" ? "mlContext.Model.LoadChecked" : "mlContext.Model.Load")}");
@@ -115,11 +114,5 @@ namespace Microsoft.ML.Pruning.Benchmarks
             FuzzOutcome.NonFiniteScores => "non-finite scores",
             _ => "fails at first prediction",
         };
-
-        private static int IntArg(string[] args, string name, int fallback)
-        {
-            int index = Array.IndexOf(args, name);
-            return index >= 0 && index + 1 < args.Length ? int.Parse(args[index + 1], System.Globalization.CultureInfo.InvariantCulture) : fallback;
-        }
     }
 }

@@ -59,10 +59,6 @@ switch (args[0])
 static IReadOnlyList<ImageClassifierArchitecture> ParseModels(string[] args)
 {
     var all = Enum.GetValues<ImageClassifierArchitecture>();
-    int index = Array.IndexOf(args, "--models");
-    if (index < 0 || index + 1 >= args.Length)
-        return all;
-    return args[index + 1].Split(',').Select(name => all.FirstOrDefault(a => Architectures.ShortName(a) == name, (ImageClassifierArchitecture)(-1)))
-        .Select(a => Enum.IsDefined(a) ? a : throw new ArgumentException($"unknown model in '{args[index + 1]}'; use lenet300, lenet5, vgg-small, resnet20"))
-        .ToArray();
+    return BenchArgs.Models(args, string.Join(",", all.Select(Architectures.ShortName)),
+        _ => $"unknown model in '{BenchArgs.Option(args, "--models")}'; use lenet300, lenet5, vgg-small, resnet20", all);
 }

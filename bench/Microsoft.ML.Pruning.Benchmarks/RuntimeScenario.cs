@@ -3,7 +3,6 @@
 using System;
 using System.Collections.Generic;
 using System.Diagnostics;
-using System.Globalization;
 using System.Linq;
 using Microsoft.ML;
 using Microsoft.ML.Data;
@@ -25,7 +24,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// Scenario <c>runtime</c>: the compact runtime against the dense network scored by libtorch, whole network and layer
     /// by layer, batch-1 latency and batch-256 throughput, timed interleaved in one process, with the MACs ratio next to
     /// each speedup. The small VGG is compared with its shift attention (per pair and shared) and fixed-shift forms,
-    /// LeNet-300-100 with its 7%-kept L-OBS and magnitude forms.
+    /// the same VGG channel-pruned by L1 norm to 2× and 4× fewer MACs (whole networks only: their
+    /// layers have other shapes than the dense ones), LeNet-300-100 with its 7%-kept L-OBS and magnitude forms.
     /// </summary>
     /// <remarks>
     /// Speed does not depend on how well a model is trained, only on its shape and on which weights are zero, so the
@@ -47,7 +47,11 @@ namespace Microsoft.ML.Pruning.Benchmarks
 
         /// <summary>A network to time: the dense reference scores with libtorch, every other one with the compact runtime.</summary>
         private sealed record Candidate(string Method, ClassifierNetwork Network, InferenceBackend Backend, long Macs, double? Accuracy,
-            MLContext Context, ITransformer Model, IDataView Test);
+            MLContext Context, ITransformer Model, IDataView Test)
+        {
+            /// <summary>Whether the network has the dense one's layer shapes, so that its steps can be timed against the dense layers.</summary>
+            public bool DenseShapes { get; init; } = true;
+        }
 
         /// <summary>The targets the runtime is built to meet, checked and printed at the end.</summary>
         private static readonly (string Model, string Method, double B1, double B256)[] s_targets =
@@ -60,8 +64,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
         public static int Run(string[] args)
         {
             bool quick = args.Contains("--quick");
-            string[] models = Option(args, "--models")?.Split(',') ?? new[] { "vgg-small", "lenet300", SparseLinearModel };
-            int trainRows = Option(args, "--train-rows") is string rows ? int.Parse(rows, CultureInfo.InvariantCulture) : quick ? 2000 : 10000;
+            string[] models = BenchArgs.Option(args, "--models")?.Split(',') ?? new[] { "vgg-small", "lenet300", SparseLinearModel };
+            int trainRows = BenchArgs.Option(args, "--train-rows", quick ? 2000 : 10000);
             foreach (string model in models)
             {
                 if (model is not ("vgg-small" or "lenet300" or SparseLinearModel))
@@ -159,6 +163,17 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 Console.WriteLine($"== vgg-small: {method}");
                 var options = new ShiftAttentionTrainer.Options { Training = Recipe(ConvolutionKind.Convolution), LayerKind = kind };
                 candidates.Add(Fit(ml, train, test, method, ml.Transforms.PruneAttention(options), owned));
+            }
+            // Channel pruning: smaller dense convolutions, the kind of compression ONNX Runtime speeds up too.
+            ITransformer dense = owned[0];
+            foreach (double reduction in new[] { 2.0, 4.0 })
+            {
+                string method = FormattableString.Invariant($"channels-l1-{reduction:0}x");
+                Console.WriteLine($"== vgg-small: {method} (L1-filter, channels rounded to 16, no fine-tuning)");
+                ITransformer pruned = ml.Transforms.PruneChannels(dense, new ChannelPruner.Options { MacsReduction = reduction, RoundChannelsTo = 16, RetrainEpochs = 0 })
+                    .Fit(train);
+                owned.Add(pruned);
+                candidates.Add(Measured(method, ml, pruned, test) with { DenseShapes = false });
             }
             return WithDenseOnRuntime(candidates);
         }
@@ -311,7 +326,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
             }
 
             // Layer by layer: each step of a compact plan against the dense network's modules for the same layers.
-            foreach (Candidate candidate in candidates.Skip(1))
+            foreach (Candidate candidate in candidates.Skip(1).Where(c => c.DenseShapes))
             {
                 candidate.Network.Backend = InferenceBackend.Compact;
                 InferencePlan plan = candidate.Network.CompiledForm()!;
@@ -499,11 +514,5 @@ namespace Microsoft.ML.Pruning.Benchmarks
         };
 
         private static string BackendName(InferenceBackend backend) => backend == InferenceBackend.LibTorch ? "libtorch" : "compact";
-
-        private static string? Option(string[] args, string name)
-        {
-            int index = Array.IndexOf(args, name);
-            return index >= 0 && index + 1 < args.Length ? args[index + 1] : null;
-        }
     }
 }

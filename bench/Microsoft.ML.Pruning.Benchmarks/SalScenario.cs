@@ -62,19 +62,18 @@ namespace Microsoft.ML.Pruning.Benchmarks
         public static int Run(string[] args)
         {
             bool quick = args.Contains("--quick");
-            IReadOnlyList<ImageClassifierArchitecture> architectures = Option(args, "--models") is string models
-                ? models.Split(',').Select(ParseModel).ToArray()
-                : new[] { ImageClassifierArchitecture.VggSmall };
-            int epochs = Option(args, "--epochs") is string e ? int.Parse(e, CultureInfo.InvariantCulture) : quick ? 1 : 10;
-            double[]? temperature = Option(args, "--temperature")?.Split(',').Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
-            int fineTune = Option(args, "--fine-tune") is string f ? int.Parse(f, CultureInfo.InvariantCulture) : 0;
-            int trainRows = Option(args, "--train-rows") is string tr ? int.Parse(tr, CultureInfo.InvariantCulture) : quick ? 2000 : 60000;
-            int testRows = Option(args, "--test-rows") is string te ? int.Parse(te, CultureInfo.InvariantCulture) : quick ? 1000 : 10000;
+            IReadOnlyList<ImageClassifierArchitecture> architectures = BenchArgs.Models(args, "vgg-small",
+                name => $"sal runs vgg-small and resnet20; got '{name}'.", ImageClassifierArchitecture.VggSmall, ImageClassifierArchitecture.ResNet20);
+            int epochs = BenchArgs.Option(args, "--epochs", quick ? 1 : 10);
+            double[]? temperature = BenchArgs.Option(args, "--temperature")?.Split(',').Select(t => double.Parse(t, CultureInfo.InvariantCulture)).ToArray();
+            int fineTune = BenchArgs.Option(args, "--fine-tune", 0);
+            int trainRows = BenchArgs.Option(args, "--train-rows", quick ? 2000 : 60000);
+            int testRows = BenchArgs.Option(args, "--test-rows", quick ? 1000 : 10000);
             bool subset = !quick && (trainRows < 60000 || testRows < 10000);
-            double[]? widths = Option(args, "--widths")?.Split(',').Select(ParseWidth).Distinct().ToArray();
+            double[]? widths = BenchArgs.Option(args, "--widths")?.Split(',').Select(ParseWidth).Distinct().ToArray();
             // The conv network is always trained first: every ratio and speedup is measured against it in the same run.
             // A widths run always has the per-pair shift attention and the fixed shifts; --methods adds to them there.
-            string[]? requested = Option(args, "--methods")?.Split(',');
+            string[]? requested = BenchArgs.Option(args, "--methods")?.Split(',');
             IEnumerable<string> chosen = widths is null
                 ? requested ?? new[] { Shift, Attention, AttentionShared }
                 : new[] { Shift, Attention }.Concat(requested ?? Array.Empty<string>());
@@ -403,23 +402,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
             }
         }
 
-        private static string? Option(string[] args, string name)
-        {
-            int index = Array.IndexOf(args, name);
-            return index >= 0 && index + 1 < args.Length ? args[index + 1] : null;
-        }
-
         private static double ParseWidth(string text)
         {
             double width = double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture);
             return double.IsFinite(width) && width > 0 ? width : throw new ArgumentException($"--widths takes numbers greater than 0; got '{text}'.");
         }
-
-        private static ImageClassifierArchitecture ParseModel(string name) => name switch
-        {
-            "vgg-small" => ImageClassifierArchitecture.VggSmall,
-            "resnet20" => ImageClassifierArchitecture.ResNet20,
-            _ => throw new ArgumentException($"sal runs vgg-small and resnet20; got '{name}'."),
-        };
     }
 }

@@ -48,10 +48,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
         public static int Run(string[] args)
         {
             bool quick = args.Contains("--quick");
-            int clients = int.Parse(Option(args, "--clients") ?? "16", CultureInfo.InvariantCulture);
-            double seconds = double.Parse(Option(args, "--seconds") ?? (quick ? "5" : "20"), CultureInfo.InvariantCulture);
-            int imageCount = int.Parse(Option(args, "--images") ?? (quick ? "500" : "2000"), CultureInfo.InvariantCulture);
-            string[] zips = Option(args, "--model-zips")?.Split(',') ?? DefaultModels(quick);
+            int clients = BenchArgs.Option(args, "--clients", 16);
+            double seconds = double.Parse(BenchArgs.Option(args, "--seconds") ?? (quick ? "5" : "20"), CultureInfo.InvariantCulture);
+            int imageCount = BenchArgs.Option(args, "--images", quick ? 500 : 2000);
+            string[] zips = BenchArgs.Option(args, "--model-zips")?.Split(',') ?? DefaultModels(quick);
 
             var ml = new MLContext(seed: 1);
             (byte[] Png, string Label)[] images = TestImages(ml, imageCount);
@@ -229,11 +229,5 @@ namespace Microsoft.ML.Pruning.Benchmarks
         /// <summary>The nearest-rank percentile of sorted values.</summary>
         private static double Percentile(double[] sorted, double fraction)
             => sorted.Length == 0 ? double.NaN : sorted[Math.Clamp((int)Math.Ceiling(fraction * sorted.Length) - 1, 0, sorted.Length - 1)];
-
-        private static string? Option(string[] args, string name)
-        {
-            int index = Array.IndexOf(args, name);
-            return index >= 0 && index + 1 < args.Length ? args[index + 1] : null;
-        }
     }
 }

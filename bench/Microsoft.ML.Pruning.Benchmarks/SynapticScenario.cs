@@ -31,19 +31,16 @@ namespace Microsoft.ML.Pruning.Benchmarks
         public static int Run(string[] args)
         {
             bool quick = args.Contains("--quick");
-            var architectures = List(args, "--models", "vgg-small,resnet20").Select(name => name switch
-            {
-                "vgg-small" => ImageClassifierArchitecture.VggSmall,
-                "resnet20" => ImageClassifierArchitecture.ResNet20,
-                _ => throw new ArgumentException($"unknown model '{name}'; the synaptic scenario runs vgg-small and resnet20"),
-            }).ToArray();
-            int trainRows = Option(args, "--train-rows", quick ? 4000 : 60000), testRows = quick ? 1000 : 10000;
-            int fineTuneEpochs = Option(args, "--finetune-epochs", quick ? 1 : 5);
-            int sparsityEpochs = Option(args, "--sparsity-epochs", quick ? 1 : new SynapticStrengthPruner.Options().SparsityEpochs);
-            double lambda = double.Parse(List(args, "--lambda", new SynapticStrengthPruner.Options().Lambda.ToString("R", CultureInfo.InvariantCulture))[0], CultureInfo.InvariantCulture);
-            LayerAllocation allocation = List(args, "--allocation", "global")[0] == "uniform" ? LayerAllocation.Uniform : LayerAllocation.Global;
-            double[] prunedPercents = List(args, "--pruned", "90,95").Select(p => double.Parse(p, CultureInfo.InvariantCulture)).ToArray();
-            string[] criteria = List(args, "--criteria", "synaptic,kernel-norm");
+            var architectures = BenchArgs.Models(args, "vgg-small,resnet20",
+                name => $"unknown model '{name}'; the synaptic scenario runs vgg-small and resnet20",
+                ImageClassifierArchitecture.VggSmall, ImageClassifierArchitecture.ResNet20);
+            int trainRows = BenchArgs.Option(args, "--train-rows", quick ? 4000 : 60000), testRows = quick ? 1000 : 10000;
+            int fineTuneEpochs = BenchArgs.Option(args, "--finetune-epochs", quick ? 1 : 5);
+            int sparsityEpochs = BenchArgs.Option(args, "--sparsity-epochs", quick ? 1 : new SynapticStrengthPruner.Options().SparsityEpochs);
+            double lambda = double.Parse(BenchArgs.List(args, "--lambda", new SynapticStrengthPruner.Options().Lambda.ToString("R", CultureInfo.InvariantCulture))[0], CultureInfo.InvariantCulture);
+            LayerAllocation allocation = BenchArgs.List(args, "--allocation", "global")[0] == "uniform" ? LayerAllocation.Uniform : LayerAllocation.Global;
+            double[] prunedPercents = BenchArgs.List(args, "--pruned", "90,95").Select(p => double.Parse(p, CultureInfo.InvariantCulture)).ToArray();
+            string[] criteria = BenchArgs.List(args, "--criteria", "synaptic,kernel-norm");
             foreach (string criterion in criteria.Where(c => !s_criteria.Contains(c)))
                 throw new ArgumentException($"unknown criterion '{criterion}'; use {string.Join(", ", s_criteria)}");
             string suffix = FormattableString.Invariant($"ft{fineTuneEpochs}{(allocation == LayerAllocation.Uniform ? "-uniform" : "")}{(trainRows != (quick ? 4000 : 60000) ? "-rows" + trainRows : "")}{(quick ? "-quick" : "")}");
@@ -125,16 +122,12 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         string cached = Path.Combine("artifacts", "bench", "models", FormattableString.Invariant(
                             $"synaptic-pruned-{model}-{name}-{percent}pct{(name == "synaptic" ? $"-se{sparsityEpochs}-l{lambda:R}" : "")}-{suffix}.zip"));
                         PruningReport? report = null;
-                        ITransformer result;
+                        ITransformer? result;
                         double seconds;
-                        if (File.Exists(cached) && File.Exists(cached + ".seconds"))
+                        if (ModelCache.TryLoad(ml, cached, out result, out double?[] times))
                         {
-                            result = ml.Model.Load(cached, out _);
-                            string[] times = File.ReadAllText(cached + ".seconds").Split(' ');
-                            seconds = double.Parse(times[1], CultureInfo.InvariantCulture);
-                            report = new PruningReport(name, Array.Empty<LayerPruningResult>(),
-                                TimeSpan.FromSeconds(double.Parse(times[0], CultureInfo.InvariantCulture)), 0, 0, TimeSpan.Zero);
-                            Console.WriteLine($"  loaded {cached}");
+                            seconds = times[1]!.Value;
+                            report = new PruningReport(name, Array.Empty<LayerPruningResult>(), TimeSpan.FromSeconds(times[0]!.Value), 0, 0, TimeSpan.Zero);
                         }
                         else
                         {
@@ -151,8 +144,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                 PruningCompleted = r => report = r,
                             }).Fit(train);
                             seconds = clock.Elapsed.TotalSeconds;
-                            ml.Model.Save(result, train.Schema, cached);
-                            File.WriteAllText(cached + ".seconds", FormattableString.Invariant($"{report!.PruningTime.TotalSeconds} {seconds}"));
+                            ModelCache.Save(ml, result, train.Schema, cached, report!.PruningTime.TotalSeconds, seconds);
                         }
                         Measure(result, "kernels", name, percent, report, seconds);
                     }
@@ -177,18 +169,6 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 }));
             Console.WriteLine("wrote " + BenchOutput.Write("synaptic", rows));
             return 0;
-        }
-
-        private static int Option(string[] args, string name, int fallback)
-        {
-            int index = Array.IndexOf(args, name);
-            return index >= 0 && index + 1 < args.Length ? int.Parse(args[index + 1], CultureInfo.InvariantCulture) : fallback;
-        }
-
-        private static string[] List(string[] args, string name, string fallback)
-        {
-            int index = Array.IndexOf(args, name);
-            return (index >= 0 && index + 1 < args.Length ? args[index + 1] : fallback).Split(',');
         }
     }
 }
