@@ -22,7 +22,8 @@ namespace Microsoft.ML.Pruning.Runtime
     /// max pooling into the layer's output. Dense convolutions and dense fully connected layers, whose libtorch kernels
     /// are already as fast as their FLOPs allow, and layers the kernels do not cover stay on libtorch; a dense
     /// convolution of up to 40,000 weights runs on the managed kernel when a single image is scored, where libtorch's
-    /// fixed cost per call is most of its time.
+    /// fixed cost per call is most of its time, and for batches too when its input channels are a count libtorch would
+    /// pad (the channel counts that pruning leaves, such as 24).
     /// </summary>
     /// <remarks>
     /// The plan holds a copy of the weights taken when it was compiled. It is immutable and safe to use from several
@@ -40,7 +41,9 @@ namespace Microsoft.ML.Pruning.Runtime
         private const long SmallLayerWeights = 4096;
 
         // A dense convolution with at most this many weights that runs on libtorch for batches runs on the managed kernel
-        // for a single image, where libtorch's fixed cost per call is most of the layer's time.
+        // for a single image, where libtorch's fixed cost per call is most of the layer's time, and at every batch size when
+        // libtorch would have to pad its input channels (Convolution.SafeInputChannels: 24 channels run as 32), as channel
+        // pruning leaves them.
         private const long SingleImageLayerWeights = 40_000;
         private const int PooledBuffers = 8;
 
@@ -327,7 +330,8 @@ namespace Microsoft.ML.Pruning.Runtime
                     var conv = layer;
                     long total = weight.LongLength;
                     long nonZero = weight.LongCount(w => w != 0);
-                    if (total > SmallLayerWeights && nonZero > SparseConvolutionDensity * total)
+                    bool paddedOnLibTorch = Convolution.SafeInputChannels(conv.InChannels, k, conv.Stride) != conv.InChannels;
+                    if (total > SmallLayerWeights && nonZero > SparseConvolutionDensity * total && !(paddedOnLibTorch && total <= SingleImageLayerWeights))
                     {
                         Tensor w = Owned(weight, conv.OutChannels, conv.InChannels, k, k);
                         Tensor b = Owned(folded);

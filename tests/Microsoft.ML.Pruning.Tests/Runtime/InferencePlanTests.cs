@@ -142,6 +142,23 @@ namespace Microsoft.ML.Pruning.Tests.Runtime
         }
 
         [TestMethod]
+        public void ConvolutionsWhoseChannelsLibTorchWouldPadRunOnTheManagedKernelAtEveryBatchSize()
+        {
+            torch.random.manual_seed(23);
+            // Width 0.75: 24, 24, 48, 48 and 96 channels, as channel pruning leaves them.
+            using ClassifierNetwork network = ClassifierNetwork.Create(Architectures.Create(ImageClassifierArchitecture.VggSmall, new ImageShape(1, 16, 16), 3, width: 0.75));
+            RandomizeBatchNorm(network);
+            InferencePlan plan = network.CompiledForm()!;
+            // conv2 and conv3 read 24 channels, which libtorch would run as 32: the managed kernel, pooling fused.
+            Assert.AreEqual("sparse conv2d", plan.Steps.Single(s => s.Layers.StartsWith("conv2", StringComparison.Ordinal)).Kind, plan.ToString());
+            Assert.AreEqual("conv3+bn3+relu3", plan.Steps.Single(s => s.Layers.StartsWith("conv3", StringComparison.Ordinal)).Layers, plan.ToString());
+            Assert.AreEqual("sparse conv2d", plan.Steps.Single(s => s.Layers.StartsWith("conv3", StringComparison.Ordinal)).Kind, plan.ToString());
+            // conv4 reads 48 channels, a count libtorch runs as it is: libtorch for batches.
+            Assert.AreEqual("libtorch conv2d, managed at batch 1", plan.Steps.Single(s => s.Layers.StartsWith("conv4", StringComparison.Ordinal)).Kind, plan.ToString());
+            AssertPlanMatchesLibTorch(network, 16 * 16);
+        }
+
+        [TestMethod]
         public void PrunedFullyConnectedLayersRunAsSparseRows()
         {
             torch.random.manual_seed(17);
