@@ -126,18 +126,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         string cached = Path.Combine("artifacts", "bench", "models",
                             name == "dcp-adapt" ? FormattableString.Invariant($"channels-pruned-{model}-{name}-e{adaptEpsilon}-ft{fineTuneEpochs}{(quick ? "-quick" : "")}.zip")
                                 : FormattableString.Invariant($"channels-pruned-{model}-{name}-{target}x-ft{fineTuneEpochs}-r{roundTo}{(quick ? "-quick" : "")}.zip"));
-                        PruningReport? report = null;
-                        ITransformer? result;
-                        double seconds;
-                        if (ModelCache.TryLoad(ml, cached, out result, out double?[] times))
-                        {
-                            seconds = times[1]!.Value;
-                            report = new PruningReport(name, Array.Empty<LayerPruningResult>(), TimeSpan.FromSeconds(times[0]!.Value), 0, 0, TimeSpan.Zero);
-                        }
-                        else
-                        {
-                            var clock = Stopwatch.StartNew();
-                            IEstimator<ITransformer> pruner = name is "dcp" or "random-dcp" or "dcp-adapt"
+                        var (result, report, seconds) = ModelCache.LoadOrPrune(ml, cached, name, train, onReport => name is "dcp" or "random-dcp" or "dcp-adapt"
                                 ? ml.Transforms.PruneDiscriminationAware(dense, new DiscriminationAwarePruner.Options
                                 {
                                     MacsReduction = target,
@@ -149,7 +138,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                     AuxiliaryEpochs = name == "random-dcp" ? 0 : 1,
                                     RetrainEpochs = name == "random-dcp" ? fineTuneEpochs : Math.Max(1, fineTuneEpochs - 1),
                                     LearningRate = FineTuneLearningRate,
-                                    PruningCompleted = r => report = r,
+                                    PruningCompleted = onReport,
                                 })
                                 : ml.Transforms.PruneChannels(name == "bn-scale" ? slim! : dense, new ChannelPruner.Options
                                 {
@@ -161,12 +150,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                     PruneResidualWidth = architecture == ImageClassifierArchitecture.ResNet20,
                                     RetrainEpochs = fineTuneEpochs,
                                     LearningRate = FineTuneLearningRate,
-                                    PruningCompleted = r => report = r,
-                                });
-                            result = pruner.Fit(train);
-                            seconds = clock.Elapsed.TotalSeconds;
-                            ModelCache.Save(ml, result, train.Schema, cached, report!.PruningTime.TotalSeconds, seconds);
-                        }
+                                    PruningCompleted = onReport,
+                                }));
                         Measure(result, "channels", name, name == "dcp-adapt" ? null : target, report, seconds);
                     }
                 }

@@ -1,11 +1,13 @@
 // Licensed under the MIT license.
 
 using System;
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
 using System.IO;
 using System.Linq;
 using Microsoft.ML;
+using Microsoft.ML.Pruning.Pruners;
 
 namespace Microsoft.ML.Pruning.Benchmarks
 {
@@ -51,6 +53,30 @@ namespace Microsoft.ML.Pruning.Benchmarks
             ml.Model.Save(model, schema, path);
             File.WriteAllText(path + ".seconds",
                 string.Join(" ", seconds.Select(s => s is double value ? value.ToString(CultureInfo.InvariantCulture) : "-")));
+        }
+
+        /// <summary>
+        /// The pruned model cached at <paramref name="path"/> with its pruning report (only the pruning time is known for a
+        /// cached one) and the seconds of its whole <c>Fit</c>; or, when there is none, the model that
+        /// <paramref name="pruner"/> fits on <paramref name="train"/>, saved there with its two times. <paramref name="pruner"/>
+        /// takes the callback to pass as the options' <c>PruningCompleted</c>.
+        /// </summary>
+        public static (ITransformer Model, PruningReport Report, double Seconds) LoadOrPrune(MLContext ml, string path, string name, IDataView train,
+            Func<Action<PruningReport>, IEstimator<ITransformer>> pruner)
+        {
+            if (TryLoad(ml, path, out ITransformer? cached, out double?[] times))
+            {
+                var loaded = new PruningReport(name, Array.Empty<LayerPruningResult>(), TimeSpan.FromSeconds(times[0]!.Value), 0, 0, TimeSpan.Zero);
+                return (cached, loaded, times[1]!.Value);
+            }
+            PruningReport? report = null;
+            var clock = Stopwatch.StartNew();
+            ITransformer model = pruner(r => report = r).Fit(train);
+            double seconds = clock.Elapsed.TotalSeconds;
+            if (report is null)
+                throw new InvalidOperationException($"The pruner of {path} reported nothing.");
+            Save(ml, model, train.Schema, path, report.PruningTime.TotalSeconds, seconds);
+            return (model, report, seconds);
         }
     }
 }

@@ -121,18 +121,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         // A model pruned by an earlier run with the same settings is reused (with its timings).
                         string cached = Path.Combine("artifacts", "bench", "models", FormattableString.Invariant(
                             $"synaptic-pruned-{model}-{name}-{percent}pct{(name == "synaptic" ? $"-se{sparsityEpochs}-l{lambda:R}" : "")}-{suffix}.zip"));
-                        PruningReport? report = null;
-                        ITransformer? result;
-                        double seconds;
-                        if (ModelCache.TryLoad(ml, cached, out result, out double?[] times))
-                        {
-                            seconds = times[1]!.Value;
-                            report = new PruningReport(name, Array.Empty<LayerPruningResult>(), TimeSpan.FromSeconds(times[0]!.Value), 0, 0, TimeSpan.Zero);
-                        }
-                        else
-                        {
-                            var clock = Stopwatch.StartNew();
-                            result = ml.Transforms.PruneSynapticStrength(dense, new SynapticStrengthPruner.Options
+                        var (result, report, seconds) = ModelCache.LoadOrPrune(ml, cached, name, train, onReport =>
+                            ml.Transforms.PruneSynapticStrength(dense, new SynapticStrengthPruner.Options
                             {
                                 Criterion = name == "synaptic" ? KernelCriterion.SynapticStrength : KernelCriterion.KernelNorm,
                                 PrunedConnectionFraction = percent / 100,
@@ -141,11 +131,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                 Allocation = allocation,
                                 RetrainEpochs = fineTuneEpochs,
                                 LearningRate = LearningRate,
-                                PruningCompleted = r => report = r,
-                            }).Fit(train);
-                            seconds = clock.Elapsed.TotalSeconds;
-                            ModelCache.Save(ml, result, train.Schema, cached, report!.PruningTime.TotalSeconds, seconds);
-                        }
+                                PruningCompleted = onReport,
+                            }));
                         Measure(result, "kernels", name, percent, report, seconds);
                     }
                 }
