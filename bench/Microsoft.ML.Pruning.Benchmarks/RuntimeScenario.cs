@@ -51,6 +51,9 @@ namespace Microsoft.ML.Pruning.Benchmarks
         {
             /// <summary>Whether the network has the dense one's layer shapes, so that its steps can be timed against the dense layers.</summary>
             public bool DenseShapes { get; init; } = true;
+
+            /// <summary>The channel criterion and the MACs reduction asked for, for channel-pruned networks.</summary>
+            public (string Criterion, double Target)? Channels { get; init; }
         }
 
         /// <summary>The targets the runtime is built to meet, checked and printed at the end.</summary>
@@ -173,7 +176,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 ITransformer pruned = ml.Transforms.PruneChannels(dense, new ChannelPruner.Options { MacsReduction = reduction, RoundChannelsTo = 16, RetrainEpochs = 0 })
                     .Fit(train);
                 owned.Add(pruned);
-                candidates.Add(Measured(method, ml, pruned, test) with { DenseShapes = false });
+                candidates.Add(Measured(method, ml, pruned, test) with { DenseShapes = false, Channels = ("l1", reduction) });
             }
             return WithDenseOnRuntime(candidates);
         }
@@ -303,6 +306,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     BenchRow row = Row(model, candidates[i].Method, null, candidates[i].Macs, (double)dense.Macs / candidates[i].Macs, quick,
                         latency, throughput, i, candidates[i].Accuracy);
                     row.Backend = BackendName(candidates[i].Backend);
+                    (row.Criterion, row.TargetMacsReduction) = (candidates[i].Channels?.Criterion, candidates[i].Channels?.Target);
                     (row.EvaluateImagesPerS, row.BareImagesPerS, row.EvaluateRatio) = TimeEvaluate(candidates[i], quick ? 1 : 3);
                     yield return row;
                 }
@@ -315,6 +319,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     BenchRow row = Row(model, candidate.Method, null, candidate.Macs, (double)dense.Macs / candidate.Macs, quick,
                         latency, throughput, onnxDense + j, accuracy, reference: onnxDense);
                     row.Backend = OnnxRuntimeBackend;
+                    (row.Criterion, row.TargetMacsReduction) = (candidate.Channels?.Criterion, candidate.Channels?.Target);
                     row.OnnxBytes = scorer.ModelBytes;
                     yield return row;
                 }
