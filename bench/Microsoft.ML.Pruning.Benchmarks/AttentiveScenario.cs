@@ -20,7 +20,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// Scenario <c>attentive</c>: the dense models of the <c>train</c> recipe (cached with the <c>channels</c> scenario's
     /// models), pruned to 10%, 5% and 2% of their Linear and Conv2d weights by top-down attentive pruning, by magnitude and by
     /// layer-wise OBS, each with its default allocation (global) and the same retraining with the masks fixed (none, and one
-    /// epoch of SGD at the <c>lobs</c> scenario's rate; attentive pruning on 2,000 calibration images, <c>--calibration</c>); test accuracy, sizes, the top-down pass's images per second, and the
+    /// epoch of SGD at the <c>lobs</c> scenario's rate, or <c>--retrain-epochs N</c> with the rate cosine to zero over them; attentive pruning on 2,000 calibration images, <c>--calibration</c>); test accuracy, sizes, the top-down pass's images per second, and the
     /// speed of the pruned models on the compact runtime against the dense one, timed in turns in the same run. Pruned models
     /// are cached in artifacts/bench/models, so a rerun only re-times them.
     /// </summary>
@@ -39,6 +39,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
             string tag = (denseEpochsOption is int de ? $"-e{de}" : "") + (trainRows != (quick ? 4000 : 60000) ? $"-r{trainRows}" : "");
             double[] fractions = BenchArgs.List(args, "--kept", "0.1,0.05,0.02").Select(f => double.Parse(f, CultureInfo.InvariantCulture)).ToArray();
             string[] methods = BenchArgs.List(args, "--methods", string.Join(",", s_methods));
+            // Retraining with the masks fixed: none, and this many epochs (one by default).
+            int retrainEpochs = BenchArgs.Option(args, "--retrain-epochs", 1);
+            if (retrainEpochs < 1)
+                throw new ArgumentException($"--retrain-epochs must be at least 1; got {retrainEpochs}");
             int calibration = int.Parse(BenchArgs.List(args, "--calibration", quick ? "1000" : "2000")[0], CultureInfo.InvariantCulture);
             AttentionScore score = Enum.Parse<AttentionScore>(BenchArgs.List(args, "--score", nameof(AttentionScore.Mass))[0], ignoreCase: true);
             foreach (string method in methods.Where(m => !s_methods.Contains(m)))
@@ -96,9 +100,9 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 {
                     foreach (string method in methods)
                     {
-                        foreach (int epochs in new[] { 0, 1 })
+                        foreach (int epochs in new[] { 0, retrainEpochs })
                         {
-                            string retrain = epochs == 0 ? "none" : "1epoch";
+                            string retrain = epochs == 0 ? "none" : epochs == 1 ? "1epoch" : $"{epochs}epochs";
                             string cached = Path.Combine(directory, FormattableString.Invariant(
                                 $"attentive-pruned-{model}{tag}-{method}-{fraction:0.00}-{retrain}{(method == "attentive" ? $"-c{calibration}{(score == AttentionScore.Mass ? "" : "-" + score.ToString().ToLowerInvariant())}" : "")}{(quick ? "-quick" : "")}.zip"));
                             ITransformer? pruned;
@@ -151,7 +155,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                             Console.WriteLine(FormattableString.Invariant(
                                 $"  {method} {fraction:P0} {retrain}: accuracy {row.Accuracy:P2}, prune {pruneSeconds:F2} s, fit {fitSeconds:F1} s{(row.TopdownImagesPerS is double ips ? $", top-down {ips:N0} images/s" : "")}"));
                             results.Add(pruned);
-                            if (epochs == 1)
+                            if (epochs > 0)
                                 timed.Add((row, ((IEnumerable<ITransformer>)pruned).OfType<ImageClassificationTransformer>().Single().Network));
                         }
                     }

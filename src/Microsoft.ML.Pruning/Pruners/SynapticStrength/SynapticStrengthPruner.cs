@@ -37,7 +37,9 @@ namespace Microsoft.ML.Pruning.Pruners
     /// * **Pruning.** The connections of lowest strength go until <see cref="Options.KeptConnectionFraction"/> of the pruned
     ///   convolutions' connections remain: one threshold over all layers (`Global`, the default; each layer's strengths are
     ///   divided by their mean first, batch norm making every layer's scale arbitrary, and every layer keeps at least a
-    ///   quarter of the overall fraction) or the same fraction per layer (`Uniform`). Convolutions with one input channel
+    ///   quarter of the overall fraction) or the same fraction per layer (`Uniform`). Strengths that sparsity training took
+    ///   to exactly zero rank among themselves by their strength before it, so that a penalty that zeroes more than the
+    ///   target does not leave the choice to the kernels' order. Convolutions with one input channel
     ///   (the stem) are not pruned: a connection there is a whole filter.
     /// * **Compaction.** Pruned convolutions become <see cref="KernelSparseConv2dLayer"/>s (per output channel, the kept input
     ///   channels and their kernels); channels with no kernel left to read or to write them are removed by the channel
@@ -139,15 +141,37 @@ namespace Microsoft.ML.Pruning.Pruners
         internal static IReadOnlyList<string> PrunedLayers(NetworkDefinition definition)
             => definition.Flatten().Where(l => l.Layer is Conv2dLayer { InChannels: > 1 }).Select(l => l.Path).ToArray();
 
+        /// <summary>
+        /// <paramref name="scores"/> with its zeros ordered by <paramref name="fallback"/>: every score gains at most a
+        /// millionth of the layer's smallest positive score, in proportion to its fallback, so positive scores keep their
+        /// order above the zeros.
+        /// </summary>
+        internal static Tensor BreakTies(Tensor scores, Tensor fallback)
+        {
+            Tensor positive = scores.masked_select(scores.gt(0));
+            double smallest = positive.numel() > 0 ? positive.min().item<double>() : 1;
+            double largest = fallback.max().item<double>();
+            return largest > 0 ? scores + fallback / largest * (smallest * 1e-6) : scores;
+        }
+
         private protected override PruningMask Prune(PruningContext context)
         {
             var clock = Stopwatch.StartNew();
             KernelImportance importance = KernelImportance.For(_options.Criterion);
             ClassifierNetwork network = context.Network;
             IReadOnlyList<string> paths = PrunedLayers(network.Definition);
+            // Strengths the penalty took to exactly zero rank among themselves by what they were before sparsity training.
+            var initialScores = new List<Tensor>();
             if (importance.TrainsStrengths)
             {
                 using var strengths = SynapticStrengthParametrization.Create(network, paths);
+                if (SparsityTraining)
+                {
+                    var before = network.StateDictionary();
+                    using (NewDisposeScope())
+                    using (no_grad())
+                        initialScores.AddRange(paths.Select(p => importance.Score(before[p + ".weight"]).cpu().DetachFromDisposeScope()));
+                }
                 if (SparsityTraining)
                 {
                     var settings = _options.ToRetrainSettings() with { Epochs = _options.SparsityEpochs, MaxSteps = null };
@@ -167,7 +191,10 @@ namespace Microsoft.ML.Pruning.Pruners
                 using (NewDisposeScope())
                 using (no_grad())
                 {
-                    Tensor[] scores = paths.Select(p => importance.Score(state[p + ".weight"]).cpu()).ToArray();
+                    Tensor[] scores = paths.Select((p, i) => initialScores.Count == 0
+                        ? importance.Score(state[p + ".weight"]).cpu()
+                        : BreakTies(importance.Score(state[p + ".weight"]).cpu(), initialScores[i])).ToArray();
+                    initialScores.ForEach(t => t.Dispose());
                     var units = paths.Select((p, i) => new KeptFractionAllocator.Unit(p, scores[i].numel())).ToArray();
                     long[] counts = KeptFractionAllocator.Allocate(units, _options.KeptFraction, null, _options.Allocation,
                         i => scores[i] / scores[i].mean().clamp_min(1e-30));
