@@ -97,6 +97,10 @@ namespace Microsoft.ML.Pruning.Tests.Pruners
                 AssertClose(original.Predict(images), tensor(CompactScores(reparametrized, images)).view(5, 4), "compact runtime");
             }
             Assert.IsTrue(reparametrized.NamedParameters().All(p => p.Parameter.requires_grad), "the scales train again afterwards");
+            // Disposing returns the ordinary parametrization: every parameter as it was (the same function).
+            var restored = reparametrized.StateDictionary();
+            foreach (var (name, value) in before)
+                AssertClose(value, restored[name], name + " restored");
         }
 
         /// <summary>A small network of kernel-sparse layers: odd sizes, stride 2, batch norm, pooling and a residual block.</summary>

@@ -31,7 +31,7 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
     internal sealed class SynapticStrengthParametrization : IDisposable
     {
         private readonly List<Connection> _layers = new();
-        private readonly List<TorchSharp.Modules.Parameter> _frozenScales = new();
+        private readonly List<Folding> _foldings = new();
 
         private SynapticStrengthParametrization()
         {
@@ -47,9 +47,9 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
             var result = new SynapticStrengthParametrization();
             try
             {
-                result._frozenScales.AddRange(FoldBatchNormScales(network));
-                foreach (var scale in result._frozenScales)
-                    scale.requires_grad = false;
+                result._foldings.AddRange(FoldBatchNormScales(network));
+                foreach (Folding folding in result._foldings)
+                    folding.Gamma.requires_grad = false;
                 var parameters = network.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter, StringComparer.Ordinal);
                 foreach (string path in layers)
                 {
@@ -144,10 +144,10 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
         /// Folds every foldable batch-norm scale into the layers that read its channels (see the remarks of the class) and
         /// returns the scales, now ±1. The network computes the same function.
         /// </summary>
-        internal static List<TorchSharp.Modules.Parameter> FoldBatchNormScales(ClassifierNetwork network)
+        internal static List<Folding> FoldBatchNormScales(ClassifierNetwork network)
         {
             var parameters = network.NamedParameters().ToDictionary(p => p.Name, p => p.Parameter, StringComparer.Ordinal);
-            var folded = new List<TorchSharp.Modules.Parameter>();
+            var folded = new List<Folding>();
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             foreach (ChannelGroup group in ChannelGroups.Find(network.Definition))
@@ -164,26 +164,40 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
                 Tensor scale = where(foldable, magnitude, ones_like(magnitude));
                 beta.div_(scale);
                 gamma.copy_(where(foldable, gamma.sign(), gamma));
-                foreach (ChannelMember consumer in group.Consumers)
-                {
-                    TorchSharp.Modules.Parameter weight = parameters[consumer.Path + ".weight"];
-                    Tensor columns = consumer.BlockSize > 1 ? scale.repeat_interleave(consumer.BlockSize) : scale;
-                    long[] shape = Enumerable.Repeat(1L, (int)weight.dim()).ToArray();
-                    shape[1] = -1;
-                    weight.mul_(columns.view(shape));
-                }
-                folded.Add(gamma);
+                var consumers = group.Consumers.Select(c => (parameters[c.Path + ".weight"], c.BlockSize)).ToArray();
+                foreach (var (weight, blockSize) in consumers)
+                    weight.mul_(Columns(scale, blockSize, weight));
+                folded.Add(new Folding(gamma, beta, scale.clone().DetachFromDisposeScope(), consumers));
             }
             network.ResetCompiledForm();
             return folded;
         }
 
-        /// <summary>Gives the batch-norm scales back to training and releases the strengths and directions.</summary>
+        /// <summary>
+        /// Returns the network to its ordinary parametrization — each folded batch-norm scale γ back in its batch norm
+        /// (<c>γ·|γ₀|</c>, <c>β·|γ₀|</c>) and out of the kernels that read its channels (divided by <c>|γ₀|</c>), which
+        /// computes the same function — gives the scales back to training, and releases the strengths and directions.
+        /// Fine-tuning then trains the network as it was trained before, not in the re-parametrized form.
+        /// </summary>
         public void Dispose()
         {
-            foreach (var scale in _frozenScales)
-                scale.requires_grad = true;
-            _frozenScales.Clear();
+            using (NewDisposeScope())
+            using (no_grad())
+            {
+                foreach (Folding folding in _foldings)
+                {
+                    if (!folding.Gamma.IsInvalid)
+                    {
+                        folding.Gamma.mul_(folding.Scale);
+                        folding.Beta.mul_(folding.Scale);
+                        foreach (var (weight, blockSize) in folding.Consumers)
+                            weight.div_(Columns(folding.Scale, blockSize, weight));
+                        folding.Gamma.requires_grad = true;
+                    }
+                    folding.Scale.Dispose();
+                }
+            }
+            _foldings.Clear();
             foreach (Connection c in _layers)
             {
                 c.Strength.Dispose();
@@ -191,6 +205,20 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
             }
             _layers.Clear();
         }
+
+        /// <summary>Per-input-channel factors in the shape of <paramref name="weight"/>'s dimension 1 (a block of
+        /// <paramref name="blockSize"/> columns per channel for a fully connected layer after a flatten).</summary>
+        private static Tensor Columns(Tensor scale, int blockSize, Tensor weight)
+        {
+            Tensor columns = blockSize > 1 ? scale.repeat_interleave(blockSize) : scale;
+            long[] shape = Enumerable.Repeat(1L, (int)weight.dim()).ToArray();
+            shape[1] = -1;
+            return columns.view(shape);
+        }
+
+        /// <summary>One folded batch norm: its γ and β, the magnitudes |γ₀| taken out, and the consumers' weights that took them in.</summary>
+        internal sealed record Folding(TorchSharp.Modules.Parameter Gamma, TorchSharp.Modules.Parameter Beta, Tensor Scale,
+            (TorchSharp.Modules.Parameter Weight, int BlockSize)[] Consumers);
 
         private sealed record Connection(string Path, TorchSharp.Modules.Parameter Weight, TorchSharp.Modules.Parameter Strength, TorchSharp.Modules.Parameter Direction);
     }

@@ -154,33 +154,59 @@ namespace Microsoft.ML.Pruning.Pruners
             return largest > 0 ? scores + fallback / largest * (smallest * 1e-6) : scores;
         }
 
+        /// <summary>
+        /// One score per connection of each pruned layer, [out, in] (float64, outside any dispose scope). Synaptic Strength
+        /// re-parametrizes the network, trains the strengths, scores them, then returns the network to its ordinary
+        /// parametrization (the same function), so that fine-tuning trains it as it was trained; strengths the penalty took
+        /// to exactly zero rank among themselves by what they were before sparsity training.
+        /// </summary>
+        private Tensor[] Scores(KernelImportance importance, ClassifierNetwork network, IReadOnlyList<string> paths, PruningContext context)
+        {
+            Tensor[] Score(IReadOnlyDictionary<string, Tensor> state)
+            {
+                using var scope = NewDisposeScope();
+                using var noGrad = no_grad();
+                return paths.Select(p => importance.Score(state[p + ".weight"]).cpu().DetachFromDisposeScope()).ToArray();
+            }
+            if (!importance.TrainsStrengths)
+                return Score(network.StateDictionary());
+
+            using var strengths = SynapticStrengthParametrization.Create(network, paths);
+            Tensor[] initial = Score(network.StateDictionary());
+            if (!SparsityTraining)
+                return initial;
+            try
+            {
+                var settings = _options.ToRetrainSettings() with { Epochs = _options.SparsityEpochs, MaxSteps = null };
+                TrainingLoop.Run(network, context.Data, null, settings, context.Seed, context.Channel,
+                    strengths.Hooks(network, _options.Lambda, "sparsity training"), context.CancellationToken);
+                context.Channel.Info(MessageSensitivity.None, FormattableString.Invariant(
+                    $"Sparsity training (λ = {_options.Lambda:G3}): {strengths.ZeroFraction():P1} of the strengths are zero."));
+                Tensor[] trained = Score(network.StateDictionary());
+                using (NewDisposeScope())
+                {
+                    return trained.Select((t, i) =>
+                    {
+                        Tensor ranked = BreakTies(t, initial[i]).DetachFromDisposeScope();
+                        t.Dispose();
+                        return ranked;
+                    }).ToArray();
+                }
+            }
+            finally
+            {
+                foreach (Tensor t in initial)
+                    t.Dispose();
+            }
+        }
+
         private protected override PruningMask Prune(PruningContext context)
         {
             var clock = Stopwatch.StartNew();
             KernelImportance importance = KernelImportance.For(_options.Criterion);
             ClassifierNetwork network = context.Network;
             IReadOnlyList<string> paths = PrunedLayers(network.Definition);
-            // Strengths the penalty took to exactly zero rank among themselves by what they were before sparsity training.
-            var initialScores = new List<Tensor>();
-            if (importance.TrainsStrengths)
-            {
-                using var strengths = SynapticStrengthParametrization.Create(network, paths);
-                if (SparsityTraining)
-                {
-                    var before = network.StateDictionary();
-                    using (NewDisposeScope())
-                    using (no_grad())
-                        initialScores.AddRange(paths.Select(p => importance.Score(before[p + ".weight"]).cpu().DetachFromDisposeScope()));
-                }
-                if (SparsityTraining)
-                {
-                    var settings = _options.ToRetrainSettings() with { Epochs = _options.SparsityEpochs, MaxSteps = null };
-                    TrainingLoop.Run(network, context.Data, null, settings, context.Seed, context.Channel,
-                        strengths.Hooks(network, _options.Lambda, "sparsity training"), context.CancellationToken);
-                    context.Channel.Info(MessageSensitivity.None, FormattableString.Invariant(
-                        $"Sparsity training (λ = {_options.Lambda:G3}): {strengths.ZeroFraction():P1} of the strengths are zero."));
-                }
-            }
+            Tensor[] scores = Scores(importance, network, paths, context);
             network.ResetCompiledForm();
 
             var state = network.StateDictionary();
@@ -188,13 +214,11 @@ namespace Microsoft.ML.Pruning.Pruners
             try
             {
                 var kept = new Dictionary<string, bool[,]>(StringComparer.Ordinal);
-                using (NewDisposeScope())
+                using (DisposeScope scoreScope = NewDisposeScope())
                 using (no_grad())
                 {
-                    Tensor[] scores = paths.Select((p, i) => initialScores.Count == 0
-                        ? importance.Score(state[p + ".weight"]).cpu()
-                        : BreakTies(importance.Score(state[p + ".weight"]).cpu(), initialScores[i])).ToArray();
-                    initialScores.ForEach(t => t.Dispose());
+                    // The scores live outside any scope: this one disposes them with its own tensors.
+                    scoreScope.Attach(scores);
                     var units = paths.Select((p, i) => new KeptFractionAllocator.Unit(p, scores[i].numel())).ToArray();
                     long[] counts = KeptFractionAllocator.Allocate(units, _options.KeptFraction, null, _options.Allocation,
                         i => scores[i] / scores[i].mean().clamp_min(1e-30));
