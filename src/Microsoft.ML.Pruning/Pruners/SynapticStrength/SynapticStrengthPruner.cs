@@ -33,7 +33,10 @@ namespace Microsoft.ML.Pruning.Pruners
     ///   scales removed, kernels re-parametrized).
     /// * **Sparsity training.** <see cref="Options.SparsityEpochs"/> of training with `loss = CE + λ·Σ s`
     ///   (<see cref="Options.Lambda"/>), the penalty as a subgradient and `s` projected to `s ≥ 0` after every step, so weak
-    ///   connections reach exactly zero. It uses the options' optimizer, learning rate and schedule.
+    ///   connections reach exactly zero. It uses the options' optimizer, learning rate and schedule. The strengths are then
+    ///   read, and the network returns to its ordinary parametrization (each γ back in its batch norm and out of the kernels
+    ///   that read its channels: the same function), so that fine-tuning trains the network as it was trained. Fine-tuned
+    ///   in the re-parametrized form, the small VGG at 90% pruned scored 0.67 points lower.
     /// * **Pruning.** The connections of lowest strength go until <see cref="Options.KeptConnectionFraction"/> of the pruned
     ///   convolutions' connections remain: one threshold over all layers (`Global`, the default; each layer's strengths are
     ///   divided by their mean first, batch norm making every layer's scale arbitrary, and every layer keeps at least a
