@@ -29,6 +29,7 @@ namespace Microsoft.ML.Pruning.Tests.Runtime
         [DataRow(3, 12, 10, 7, 3, 1, 1, 2, 0.5, DisplayName = "3x3 with 2x2 pooling")]
         [DataRow(2, 15, 15, 3, 3, 1, 1, 2, 0.5, DisplayName = "odd output pooled (last row and column dropped)")]
         [DataRow(2, 12, 12, 3, 3, 1, 1, 3, 0.5, DisplayName = "3x3 pooling")]
+        [DataRow(6, 14, 14, 5, 3, 1, 1, 2, 0.3, DisplayName = "3x3 on 14x14, pooled: the grid's last block half used")]
         [DataRow(1, 28, 28, 32, 3, 1, 1, 1, 0.5, DisplayName = "the VGG stem")]
         [DataRow(1, 28, 28, 6, 5, 1, 2, 2, 1.0, DisplayName = "dense, outputs sharing loads: LeNet-5's first layer")]
         [DataRow(3, 13, 11, 5, 3, 2, 1, 1, 1.0, DisplayName = "dense, outputs sharing loads: 5 outputs, stride 2, odd sizes")]

@@ -244,11 +244,15 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
                             }
                             continue;
                         }
+                        bool half = _outHeight * _phaseWidth - q <= GatherMultiplyAdd.BlockLength / 2;
                         for (int o = firstOutput; o < endOutput; o++)
                         {
                             int start = _termStart[o];
-                            GatherMultiplyAdd.Block(padded + q, offsets + start, weights + start, _termStart[o + 1] - start,
-                                gridPointer + (long)(o - firstOutput) * _gridLength + q);
+                            float* block = gridPointer + (long)(o - firstOutput) * _gridLength + q;
+                            if (half)
+                                GatherMultiplyAdd.HalfBlock(padded + q, offsets + start, weights + start, _termStart[o + 1] - start, block);
+                            else
+                                GatherMultiplyAdd.Block(padded + q, offsets + start, weights + start, _termStart[o + 1] - start, block);
                         }
                     }
                     int plane = _resultHeight * _resultWidth;

@@ -57,6 +57,42 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
             Avx512F.Store(output + 48, a3);
         }
 
+        /// <summary>
+        /// <see cref="Block"/> for the first 32 outputs only (<c>output[32..64)</c> is left as it was): the last block of a
+        /// grid whose length leaves at most 32, where the full block would compute as many values to throw away.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public static void HalfBlock(float* input, int* offsets, float* weights, int count, float* output)
+        {
+            if (!s_use512)
+            {
+                Block(input, offsets, weights, count, output);
+                return;
+            }
+            Vector512<float> a0 = Vector512<float>.Zero, a1 = a0, b0 = a0, b1 = a0;
+            int t = 0;
+            // Two terms per iteration into two pairs of sums, so that four chains of fused multiply-adds are in flight.
+            for (; t + 2 <= count; t += 2)
+            {
+                float* p = input + offsets[t];
+                float* q = input + offsets[t + 1];
+                Vector512<float> w = Vector512.Create(weights[t]), v = Vector512.Create(weights[t + 1]);
+                a0 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p), w, a0);
+                a1 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p + 16), w, a1);
+                b0 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(q), v, b0);
+                b1 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(q + 16), v, b1);
+            }
+            if (t < count)
+            {
+                float* p = input + offsets[t];
+                Vector512<float> w = Vector512.Create(weights[t]);
+                a0 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p), w, a0);
+                a1 = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(p + 16), w, a1);
+            }
+            Avx512F.Store(output, a0 + b0);
+            Avx512F.Store(output + 16, a1 + b1);
+        }
+
         private static void BlockFma(float* input, int* offsets, float* weights, int count, float* output)
         {
             Vector256<float> a0 = Vector256<float>.Zero, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
