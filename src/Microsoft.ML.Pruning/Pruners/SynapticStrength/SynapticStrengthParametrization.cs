@@ -142,7 +142,8 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
 
         /// <summary>
         /// Folds every foldable batch-norm scale into the layers that read its channels (see the remarks of the class) and
-        /// returns the scales, now ±1. The network computes the same function.
+        /// returns what was folded (the scales, now ±1, and the magnitudes taken out), so that <see cref="Dispose"/> can
+        /// undo it. The network computes the same function.
         /// </summary>
         internal static List<Folding> FoldBatchNormScales(ClassifierNetwork network)
         {
