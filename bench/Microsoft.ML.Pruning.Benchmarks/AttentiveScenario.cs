@@ -24,6 +24,13 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// speed of the pruned models on the compact runtime against the dense one, timed in turns in the same run. Pruned models
     /// are cached in artifacts/bench/models, so a rerun only re-times them.
     /// </summary>
+    /// <remarks>
+    /// Variants of attentive pruning: <c>--score mass|hits|flow</c>, <c>--allocation global|uniform</c>,
+    /// <c>--layer-budgets magnitude</c> (each layer keeps as many weights as magnitude pruning's global allocation gives
+    /// it; the attention only ranks within layers). <c>--rounds R</c>: attentive and magnitude pruning in R prune/retrain
+    /// rounds of N epochs each, L-OBS once with R·N epochs, so that every method retrains as long; rows are compared
+    /// at the same total of retraining epochs (<c>finetune_epochs</c>).
+    /// </remarks>
     internal static class AttentiveScenario
     {
         private static readonly string[] s_methods = { "attentive", "magnitude", "lobs" };
@@ -43,8 +50,16 @@ namespace Microsoft.ML.Pruning.Benchmarks
             int retrainEpochs = BenchArgs.Option(args, "--retrain-epochs", 1);
             if (retrainEpochs < 1)
                 throw new ArgumentException($"--retrain-epochs must be at least 1; got {retrainEpochs}");
+            // Prune/retrain rounds of attentive and magnitude pruning (each round retrains as long as the one-shot form does).
+            int rounds = BenchArgs.Option(args, "--rounds", 1);
+            if (rounds < 1)
+                throw new ArgumentException($"--rounds must be at least 1; got {rounds}");
             int calibration = int.Parse(BenchArgs.List(args, "--calibration", quick ? "1000" : "2000")[0], CultureInfo.InvariantCulture);
             AttentionScore score = Enum.Parse<AttentionScore>(BenchArgs.List(args, "--score", nameof(AttentionScore.Mass))[0], ignoreCase: true);
+            // Attentive pruning with magnitude pruning's per-layer budgets (its global allocation at the same kept fraction):
+            // the attention then only ranks connections within each layer.
+            bool magnitudeBudgets = BenchArgs.List(args, "--layer-budgets", "own")[0] == "magnitude";
+            LayerAllocation allocation = Enum.Parse<LayerAllocation>(BenchArgs.List(args, "--allocation", nameof(LayerAllocation.Global))[0], ignoreCase: true);
             foreach (string method in methods.Where(m => !s_methods.Contains(m)))
                 throw new ArgumentException($"unknown method '{method}'; use {string.Join(", ", s_methods)}");
             string directory = Path.Combine("artifacts", "bench", "models");
@@ -102,9 +117,12 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     {
                         foreach (int epochs in new[] { 0, retrainEpochs })
                         {
-                            string retrain = epochs == 0 ? "none" : epochs == 1 ? "1epoch" : $"{epochs}epochs";
+                            // L-OBS prunes once: with rounds it retrains as long as the others do in all their rounds.
+                            int methodRounds = epochs > 0 && method != "lobs" ? rounds : 1;
+                            int methodEpochs = method == "lobs" ? epochs * rounds : epochs;
+                            string retrain = (methodEpochs == 0 ? "none" : methodEpochs == 1 ? "1epoch" : $"{methodEpochs}epochs") + (methodRounds > 1 ? $"-{methodRounds}rounds" : "");
                             string cached = Path.Combine(directory, FormattableString.Invariant(
-                                $"attentive-pruned-{model}{tag}-{method}-{fraction:0.00}-{retrain}{(method == "attentive" ? $"-c{calibration}{(score == AttentionScore.Mass ? "" : "-" + score.ToString().ToLowerInvariant())}" : "")}{(quick ? "-quick" : "")}.zip"));
+                                $"attentive-pruned-{model}{tag}-{method}-{fraction:0.00}-{retrain}{(method == "attentive" ? $"-c{calibration}{(score == AttentionScore.Mass ? "" : "-" + score.ToString().ToLowerInvariant())}{(allocation == LayerAllocation.Global ? "" : "-" + allocation.ToString().ToLowerInvariant())}{(magnitudeBudgets ? "-mbudgets" : "")}" : "")}{(quick ? "-quick" : "")}.zip"));
                             ITransformer? pruned;
                             double pruneSeconds, fitSeconds;
                             double? imagesPerSecond;
@@ -122,16 +140,17 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                 {
                                     "attentive" => ml.Transforms.PruneAttentive(dense, new AttentivePruner.Options
                                     {
-                                        KeptFraction = fraction, CalibrationImages = calibration, Score = score, RetrainEpochs = epochs, LearningRate = learningRate,
+                                        KeptFraction = fraction, CalibrationImages = calibration, Score = score, Allocation = allocation, RetrainEpochs = methodEpochs, LearningRate = learningRate, PruningRounds = methodRounds,
+                                        LayerKeptFractions = magnitudeBudgets ? MagnitudeBudgets(ml, train, dense, fraction) : null,
                                         PruningCompleted = r => report = r,
                                     }),
                                     "magnitude" => ml.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options
                                     {
-                                        KeptFraction = fraction, RetrainEpochs = epochs, LearningRate = learningRate, PruningCompleted = r => report = r,
+                                        KeptFraction = fraction, RetrainEpochs = methodEpochs, LearningRate = learningRate, PruningRounds = methodRounds, PruningCompleted = r => report = r,
                                     }),
                                     _ => ml.Transforms.PruneLayerwiseObs(dense, new LayerwiseObsPruner.Options
                                     {
-                                        KeptFraction = fraction, RetrainEpochs = epochs, LearningRate = learningRate, PruningCompleted = r => report = r,
+                                        KeptFraction = fraction, RetrainEpochs = methodEpochs, LearningRate = learningRate, PruningCompleted = r => report = r,
                                     }),
                                 };
                                 pruned = pruner.Fit(train);
@@ -143,12 +162,12 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                 ModelCache.Save(ml, pruned, train.Schema, cached, pruneSeconds, fitSeconds, imagesPerSecond);
                             }
                             BenchRow row = Measure(pruned, method, fraction, retrain);
-                            row.Epochs = epochs;
-                            row.FinetuneEpochs = epochs;
+                            row.Epochs = methodEpochs * methodRounds;
+                            row.FinetuneEpochs = methodEpochs * methodRounds;
                             row.PruneSeconds = pruneSeconds;
                             row.TrainSeconds = fitSeconds;
                             row.TopdownImagesPerS = method == "attentive" ? imagesPerSecond : null;
-                            row.Criterion = method == "attentive" ? score.ToString().ToLowerInvariant() : null;
+                            row.Criterion = method == "attentive" ? score.ToString().ToLowerInvariant() + (allocation == LayerAllocation.Global ? "" : "-" + allocation.ToString().ToLowerInvariant()) + (magnitudeBudgets ? "-magnitude-budgets" : "") : null;
                             row.MacsRatio = (double)denseRow.Macs! / row.Macs;
                             row.KeptFraction = Math.Round(fraction, 4);
                             rows.Add(row);
@@ -173,7 +192,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 {
                     double? denseAccuracy = rows.First(d => d.Model == r.Model && d.Method == "dense").Accuracy;
                     double? bestOther = r.Method == "attentive"
-                        ? rows.Where(o => o.Model == r.Model && o.Retrain == r.Retrain && o.KeptFraction == r.KeptFraction && o.Method is "magnitude" or "lobs")
+                        ? rows.Where(o => o.Model == r.Model && o.FinetuneEpochs == r.FinetuneEpochs && o.KeptFraction == r.KeptFraction && o.Method is "magnitude" or "lobs")
                             .Select(o => o.Accuracy).DefaultIfEmpty(null).Max()
                         : null;
                     return (IReadOnlyList<string>)new[]
@@ -223,6 +242,15 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 row.SpeedupB1 = InferenceTiming.Median(latency[m].Select((v, i) => latency[0][i] / v).ToArray());
                 row.SpeedupB256 = InferenceTiming.Median(throughput[m].Select((v, i) => v / throughput[0][i]).ToArray());
             }
+        }
+
+        /// <summary>The per-layer kept fractions magnitude pruning (global allocation) chooses for <paramref name="fraction"/>.</summary>
+        private static Dictionary<string, double> MagnitudeBudgets(MLContext ml, IDataView train, ITransformer dense, double fraction)
+        {
+            PruningReport? report = null;
+            ITransformer pruned = ml.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options { KeptFraction = fraction, PruningCompleted = r => report = r }).Fit(train);
+            DisposeAll(pruned);
+            return report!.Layers.ToDictionary(l => l.Layer, l => l.KeptFraction, StringComparer.Ordinal);
         }
 
         private static void DisposeAll(ITransformer model)
