@@ -134,7 +134,14 @@ namespace Microsoft.ML.Pruning.Pruners
             /// <summary>Images the attention is gathered on, a seeded random subset of the data when it has more. Default: 5,000.</summary>
             public int CalibrationImages = 5000;
 
-            /// <summary>Prune/retrain rounds; more than 1 needs retraining (<see cref="PruningOptions.RetrainIterations"/> or <see cref="PruningOptions.RetrainEpochs"/>). Default: 1 (one-shot).</summary>
+            /// <summary>
+            /// Prune/retrain rounds; more than 1 needs retraining (<see cref="PruningOptions.RetrainIterations"/> or
+            /// <see cref="PruningOptions.RetrainEpochs"/>), which then follows every round. Default: 1 (one-shot). The
+            /// attention is gathered again on the pruned, retrained network before each round, which suits this criterion:
+            /// on Fashion-MNIST's LeNet-300-100 and LeNet-5 at 10%, 5% and 2% kept, 3 rounds of 5 retraining epochs left it
+            /// between 0.95 points below and 0.23 above the better of magnitude pruning (also in 3 rounds) and L-OBS (15
+            /// epochs), where one round of 5 epochs left it 0.15 to 1.94 points below.
+            /// </summary>
             public int PruningRounds = 1;
 
             /// <summary>Re-estimate batch-norm running statistics on the calibration images after pruning. Default: true.</summary>
