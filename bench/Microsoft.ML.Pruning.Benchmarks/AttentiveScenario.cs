@@ -58,7 +58,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
             AttentionScore score = Enum.Parse<AttentionScore>(BenchArgs.List(args, "--score", nameof(AttentionScore.Mass))[0], ignoreCase: true);
             // Attentive pruning with magnitude pruning's per-layer budgets (its global allocation at the same kept fraction):
             // the attention then only ranks connections within each layer.
-            bool magnitudeBudgets = BenchArgs.List(args, "--layer-budgets", "own")[0] == "magnitude";
+            string budgets = BenchArgs.List(args, "--layer-budgets", "own")[0];
+            if (budgets is not ("own" or "magnitude"))
+                throw new ArgumentException($"unknown --layer-budgets '{budgets}'; use own (the pruner's allocation) or magnitude");
+            bool magnitudeBudgets = budgets == "magnitude";
             LayerAllocation allocation = Enum.Parse<LayerAllocation>(BenchArgs.List(args, "--allocation", nameof(LayerAllocation.Global))[0], ignoreCase: true);
             foreach (string method in methods.Where(m => !s_methods.Contains(m)))
                 throw new ArgumentException($"unknown method '{method}'; use {string.Join(", ", s_methods)}");
