@@ -58,10 +58,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
             AttentionScore score = Enum.Parse<AttentionScore>(BenchArgs.List(args, "--score", nameof(AttentionScore.Mass))[0], ignoreCase: true);
             // Attentive pruning with magnitude pruning's per-layer budgets (its global allocation at the same kept fraction):
             // the attention then only ranks connections within each layer.
-            string budgets = BenchArgs.List(args, "--layer-budgets", "own")[0];
-            if (budgets is not ("own" or "magnitude"))
-                throw new ArgumentException($"unknown --layer-budgets '{budgets}'; use own (the pruner's allocation) or magnitude");
-            bool magnitudeBudgets = budgets == "magnitude";
+            string budgetsOption = BenchArgs.List(args, "--layer-budgets", "own")[0];
+            if (budgetsOption is not ("own" or "magnitude"))
+                throw new ArgumentException($"unknown --layer-budgets '{budgetsOption}'; use own (the pruner's allocation) or magnitude");
+            bool magnitudeBudgets = budgetsOption == "magnitude";
             LayerAllocation allocation = Enum.Parse<LayerAllocation>(BenchArgs.List(args, "--allocation", nameof(LayerAllocation.Global))[0], ignoreCase: true);
             foreach (string method in methods.Where(m => !s_methods.Contains(m)))
                 throw new ArgumentException($"unknown method '{method}'; use {string.Join(", ", s_methods)}");
@@ -114,6 +114,13 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 Console.WriteLine(FormattableString.Invariant($"  dense: accuracy {denseRow.Accuracy:P2}"));
 
                 var results = new List<ITransformer>();
+                var budgetsByFraction = new Dictionary<double, Dictionary<string, double>>();
+                Dictionary<string, double> Budgets(double fraction)
+                {
+                    if (!budgetsByFraction.TryGetValue(fraction, out Dictionary<string, double>? budgets))
+                        budgetsByFraction[fraction] = budgets = MagnitudeBudgets(ml, train, dense, fraction);
+                    return budgets;
+                }
                 foreach (double fraction in fractions)
                 {
                     foreach (string method in methods)
@@ -144,7 +151,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                     "attentive" => ml.Transforms.PruneAttentive(dense, new AttentivePruner.Options
                                     {
                                         KeptFraction = fraction, CalibrationImages = calibration, Score = score, Allocation = allocation, RetrainEpochs = methodEpochs, LearningRate = learningRate, PruningRounds = methodRounds,
-                                        LayerKeptFractions = magnitudeBudgets ? MagnitudeBudgets(ml, train, dense, fraction) : null,
+                                        LayerKeptFractions = magnitudeBudgets ? Budgets(fraction) : null,
                                         PruningCompleted = r => report = r,
                                     }),
                                     "magnitude" => ml.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options
@@ -185,8 +192,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
 
                 Console.WriteLine($"== {model}: speed on the compact runtime, in turns");
                 TimeInTurns(timed, quick);
-                results.ForEach(DisposeAll);
-                DisposeAll(dense);
+                results.ForEach(ModelCache.DisposeAll);
+                ModelCache.DisposeAll(dense);
             }
 
             Table.Print(
@@ -252,14 +259,9 @@ namespace Microsoft.ML.Pruning.Benchmarks
         {
             PruningReport? report = null;
             ITransformer pruned = ml.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options { KeptFraction = fraction, PruningCompleted = r => report = r }).Fit(train);
-            DisposeAll(pruned);
+            ModelCache.DisposeAll(pruned);
             return report!.Layers.ToDictionary(l => l.Layer, l => l.KeptFraction, StringComparer.Ordinal);
         }
 
-        private static void DisposeAll(ITransformer model)
-        {
-            foreach (ITransformer part in model as IEnumerable<ITransformer> ?? new[] { model })
-                (part as IDisposable)?.Dispose();
-        }
     }
 }

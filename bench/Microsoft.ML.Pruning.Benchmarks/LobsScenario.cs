@@ -108,11 +108,11 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                 $"  {method} {fraction:P0} {retrainName}: accuracy {row.Accuracy:P2}, prune {row.PruneSeconds:F2} s, fit {fitSeconds:F1} s, zip {row.ZipBytes:N0} bytes"));
                             if (retrainName == "none")
                                 Console.WriteLine("    " + report.ToString().Replace("\n", "\n    ", StringComparison.Ordinal));
-                            DisposeClassifier(pruned);
+                            ModelCache.DisposeAll(pruned);
                         }
                     }
                 }
-                DisposeClassifier(dense);
+                ModelCache.DisposeAll(dense);
             }
 
             Table.Print(
@@ -161,10 +161,5 @@ namespace Microsoft.ML.Pruning.Benchmarks
             return stored;
         }
 
-        private static void DisposeClassifier(ITransformer model)
-        {
-            foreach (ITransformer part in model as IEnumerable<ITransformer> ?? new[] { model })
-                (part as IDisposable)?.Dispose();
-        }
     }
 }

@@ -1,6 +1,7 @@
 // Licensed under the MIT license.
 
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
@@ -18,6 +19,13 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// </summary>
     internal static class ModelCache
     {
+        /// <summary>Disposes every part of <paramref name="model"/> (a chain's transformers, or the model itself) that holds native memory.</summary>
+        public static void DisposeAll(ITransformer model)
+        {
+            foreach (ITransformer part in model as IEnumerable<ITransformer> ?? new[] { model })
+                (part as IDisposable)?.Dispose();
+        }
+
         /// <summary>
         /// Loads the model at <paramref name="path"/> and the timings of its sidecar when both files exist, and prints
         /// <c>  loaded {path}</c>.

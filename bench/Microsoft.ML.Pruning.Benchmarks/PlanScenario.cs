@@ -31,41 +31,48 @@ namespace Microsoft.ML.Pruning.Benchmarks
             foreach (string zip in zips)
             {
                 ITransformer model = ml.Model.Load(zip, out _);
-                var network = ((IEnumerable<ITransformer>)model).OfType<ImageClassificationTransformer>().Single().Network;
-                using InferencePlan plan = InferencePlan.Compile(network);
-                float[] batch = InferenceTiming.Inputs(network.Definition.Input).Batch[..(images * network.Definition.Input.Size)];
-                int largest = plan.Steps.Select(s => Math.Max(s.InputSize, s.OutputSize)).Append(network.Definition.Input.Size).Max();
-                float[] first = GC.AllocateUninitializedArray<float>(largest * images, pinned: true);
-                float[] second = GC.AllocateUninitializedArray<float>(largest * images, pinned: true);
-                var probabilities = new float[images * network.Definition.Classes];
-                var steps = plan.Steps.Select(_ => new List<double>()).ToArray();
-                var whole = new List<double>();
-                for (int repetition = -2; repetition < 10; repetition++)
+                try
                 {
-                    Array.Copy(batch, first, batch.Length);
-                    float[] current = first, next = second;
+                    var network = ((IEnumerable<ITransformer>)model).OfType<ImageClassificationTransformer>().Single().Network;
+                    using InferencePlan plan = InferencePlan.Compile(network);
+                    float[] batch = InferenceTiming.Inputs(network.Definition.Input).Batch[..(images * network.Definition.Input.Size)];
+                    int largest = plan.Steps.Select(s => Math.Max(s.InputSize, s.OutputSize)).Append(network.Definition.Input.Size).Max();
+                    float[] first = GC.AllocateUninitializedArray<float>(largest * images, pinned: true);
+                    float[] second = GC.AllocateUninitializedArray<float>(largest * images, pinned: true);
+                    var probabilities = new float[images * network.Definition.Classes];
+                    var steps = plan.Steps.Select(_ => new List<double>()).ToArray();
+                    var whole = new List<double>();
+                    for (int repetition = -2; repetition < 10; repetition++)
+                    {
+                        Array.Copy(batch, first, batch.Length);
+                        float[] current = first, next = second;
+                        for (int s = 0; s < plan.Steps.Count; s++)
+                        {
+                            var clock = Stopwatch.StartNew();
+                            plan.Steps[s].Run(current, next, images);
+                            if (repetition >= 0)
+                                steps[s].Add(clock.Elapsed.TotalMilliseconds);
+                            (current, next) = (next, current);
+                        }
+                        var total = Stopwatch.StartNew();
+                        plan.Predict(batch, probabilities);
+                        if (repetition >= 0)
+                            whole.Add(total.Elapsed.TotalMilliseconds);
+                    }
+                    Console.WriteLine(FormattableString.Invariant(
+                        $"{zip}: {images} images, whole plan {InferenceTiming.Median(whole.ToArray()):F2} ms, steps one by one {steps.Sum(t => InferenceTiming.Median(t.ToArray())):F2} ms"));
                     for (int s = 0; s < plan.Steps.Count; s++)
                     {
-                        var clock = Stopwatch.StartNew();
-                        plan.Steps[s].Run(current, next, images);
-                        if (repetition >= 0)
-                            steps[s].Add(clock.Elapsed.TotalMilliseconds);
-                        (current, next) = (next, current);
+                        InferenceStep step = plan.Steps[s];
+                        string work = step is CompactConvolutionStep convolution
+                            ? FormattableString.Invariant($"  {convolution.Kernel.Terms:N0} terms, {convolution.Kernel.MultiplyAccumulates:N0} MACs per image")
+                            : "";
+                        Console.WriteLine(FormattableString.Invariant($"  {step.Layers,-36} {step.Kind,-36} {InferenceTiming.Median(steps[s].ToArray()),9:F3} ms{work}"));
                     }
-                    var total = Stopwatch.StartNew();
-                    plan.Predict(batch, probabilities);
-                    if (repetition >= 0)
-                        whole.Add(total.Elapsed.TotalMilliseconds);
                 }
-                Console.WriteLine(FormattableString.Invariant(
-                    $"{zip}: {images} images, whole plan {InferenceTiming.Median(whole.ToArray()):F2} ms, steps one by one {steps.Sum(t => InferenceTiming.Median(t.ToArray())):F2} ms"));
-                for (int s = 0; s < plan.Steps.Count; s++)
+                finally
                 {
-                    InferenceStep step = plan.Steps[s];
-                    string work = step is CompactConvolutionStep convolution
-                        ? FormattableString.Invariant($"  {convolution.Kernel.Terms:N0} terms, {convolution.Kernel.MultiplyAccumulates:N0} MACs per image")
-                        : "";
-                    Console.WriteLine(FormattableString.Invariant($"  {step.Layers,-36} {step.Kind,-36} {InferenceTiming.Median(steps[s].ToArray()),9:F3} ms{work}"));
+                    ModelCache.DisposeAll(model);
                 }
             }
             return 0;
