@@ -95,7 +95,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 finally
                 {
                     foreach (ITransformer transformer in owned)
-                        (transformer as IDisposable)?.Dispose();
+                        ModelCache.DisposeAll(transformer);
                 }
             }
 

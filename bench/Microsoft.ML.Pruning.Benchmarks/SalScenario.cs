@@ -394,11 +394,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
             }
             finally
             {
-                if (model is IEnumerable<ITransformer> chain)
-                {
-                    foreach (ITransformer part in chain)
-                        (part as IDisposable)?.Dispose();
-                }
+                ModelCache.DisposeAll(model);
             }
         }
 

@@ -43,7 +43,13 @@ namespace Microsoft.ML.Pruning.Benchmarks
             string[] criteria = BenchArgs.List(args, "--criteria", "synaptic,kernel-norm");
             foreach (string criterion in criteria.Where(c => !s_criteria.Contains(c)))
                 throw new ArgumentException($"unknown criterion '{criterion}'; use {string.Join(", ", s_criteria)}");
-            string suffix = FormattableString.Invariant($"ft{fineTuneEpochs}{(allocation == LayerAllocation.Uniform ? "-uniform" : "")}{(trainRows != (quick ? 4000 : 60000) ? "-rows" + trainRows : "")}{(quick ? "-quick" : "")}");
+            int seed = BenchArgs.Option(args, "--seed", 1);
+            // Fewer dense epochs and more sparsity epochs come close to the paper's other form, sparsity training from scratch.
+            int? denseEpochsOption = BenchArgs.Option(args, "--dense-epochs") is string d ? int.Parse(d, CultureInfo.InvariantCulture) : null;
+            if (denseEpochsOption < 1)
+                throw new ArgumentException($"--dense-epochs must be at least 1; got {denseEpochsOption}");
+            bool skipTiming = args.Contains("--skip-timing");
+            string suffix = FormattableString.Invariant($"ft{fineTuneEpochs}{(allocation == LayerAllocation.Uniform ? "-uniform" : "")}{(trainRows != (quick ? 4000 : 60000) ? "-rows" + trainRows : "")}{(seed != 1 ? "-seed" + seed : "")}{(denseEpochsOption is int de ? "-dense" + de : "")}{(quick ? "-quick" : "")}");
 
             var rows = new List<BenchRow>();
             foreach (ImageClassifierArchitecture architecture in architectures)
@@ -52,8 +58,11 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 var ml = new MLContext(seed: 1);
                 IDataView train = ml.Data.Cache(FashionMnist.LoadTrain(ml, trainRows));
                 IDataView test = ml.Data.Cache(FashionMnist.LoadTest(ml, testRows));
-                ITransformer dense = ChannelsScenario.DenseModel(ml, train, architecture, slimming: false, quick);
-                int denseEpochs = TrainScenario.Recipe(architecture, quick).Epochs;
+                ITransformer dense = ChannelsScenario.DenseModel(ml, train, architecture, slimming: false, quick,
+                    denseEpochsOption, denseEpochsOption is int e ? $"-{e}epochs" : "");
+                // Another seed changes what pruning and fine-tuning draw (batch order, augmentation), not the dense model.
+                var pruningContext = seed == 1 ? ml : new MLContext(seed);
+                int denseEpochs = denseEpochsOption ?? TrainScenario.Recipe(architecture, quick).Epochs;
                 NetworkDefinition denseDefinition = dense.GetImageClassifier().Network.Definition;
                 var pruned = SynapticStrengthPruner.PrunedLayers(denseDefinition);
                 var denseConnections = denseDefinition.Flatten().Where(l => pruned.Contains(l.Path))
@@ -101,6 +110,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         Lambda = criterion == "synaptic" ? lambda : null,
                         PruneSeconds = report?.PruningTime.TotalSeconds,
                         TrainSeconds = seconds,
+                        Seed = seed != 1 && criterion is not null ? seed : null,
                     };
                     Console.WriteLine(FormattableString.Invariant(
                         $"  {method} {criterion} {target}: accuracy {row.Accuracy:P2}, kept connections {row.KeptConnections:P2}, params {row.Params:N0}, MACs {row.Macs:N0}, zip {row.ZipBytes:N0} B"));
@@ -122,7 +132,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         string cached = Path.Combine("artifacts", "bench", "models", FormattableString.Invariant(
                             $"synaptic-pruned-{model}-{name}-{percent}pct{(name == "synaptic" ? $"-se{sparsityEpochs}-l{lambda:R}" : "")}-{suffix}.zip"));
                         var (result, report, seconds) = ModelCache.LoadOrPrune(ml, cached, name, train, onReport =>
-                            ml.Transforms.PruneSynapticStrength(dense, new SynapticStrengthPruner.Options
+                            pruningContext.Transforms.PruneSynapticStrength(dense, new SynapticStrengthPruner.Options
                             {
                                 Criterion = name == "synaptic" ? KernelCriterion.SynapticStrength : KernelCriterion.KernelNorm,
                                 PrunedConnectionFraction = percent / 100,
@@ -137,6 +147,11 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     }
                 }
 
+                if (skipTiming)
+                {
+                    rows.AddRange(measured.Select(m => m.Row));
+                    continue;
+                }
                 Console.WriteLine($"== {model}: speed of every model on both runtimes, interleaved");
                 rows.AddRange(ChannelsScenario.TimeInterleaved(measured, denseRow, quick));
             }

@@ -97,12 +97,8 @@ namespace Microsoft.ML.Pruning.Training
             int epochs = (int)((totalSteps + batchesPerEpoch - 1) / batchesPerEpoch);
 
             var parameters = network.NamedParameters().Select(p => p.Parameter).Concat(hooks.ExtraParameters).Where(p => p.requires_grad).ToList();
-            using optim.Optimizer optimizer = settings.Optimizer switch
-            {
-                OptimizerKind.Sgd => optim.SGD(parameters, settings.LearningRate, settings.Momentum, 0, settings.WeightDecay, settings.Nesterov && settings.Momentum > 0),
-                OptimizerKind.Adam => optim.Adam(parameters, settings.LearningRate, weight_decay: settings.WeightDecay),
-                _ => throw new ArgumentOutOfRangeException(nameof(settings), settings.Optimizer, "Unknown optimizer."),
-            };
+            using ParameterUpdate optimizer = ParameterUpdate.Create(settings.Optimizer, parameters, settings.Momentum, settings.WeightDecay,
+                settings.Nesterov && settings.Momentum > 0);
 
             using var generator = new Generator((ulong)seed);
             Device device = network.Device;
@@ -118,8 +114,6 @@ namespace Microsoft.ML.Pruning.Training
                 {
                     cancellationToken.ThrowIfCancellationRequested();
                     double learningRate = LearningRateAt(settings, step, totalSteps, batchesPerEpoch);
-                    foreach (var group in optimizer.ParamGroups)
-                        group.LearningRate = learningRate;
 
                     using (NewDisposeScope())
                     {
@@ -131,7 +125,7 @@ namespace Microsoft.ML.Pruning.Training
                         if (settings.RandomCropPadding > 0 || settings.HorizontalFlip)
                             images = Augmentation.RandomCropAndFlip(images, settings.RandomCropPadding, settings.HorizontalFlip, generator);
 
-                        optimizer.zero_grad();
+                        optimizer.ZeroGrad();
                         Tensor logits = hooks.Forward is null ? network.Forward(images) : hooks.Forward(images);
                         Tensor loss = nn.functional.cross_entropy(logits, labels);
                         float lossValue = loss.item<float>();
@@ -144,7 +138,7 @@ namespace Microsoft.ML.Pruning.Training
                             loss = loss + extraLoss;
                         loss.backward();
                         hooks.AfterBackward?.Invoke();
-                        optimizer.step();
+                        optimizer.Step(learningRate);
 
                         lossSum += lossValue * length;
                         correct += logits.argmax(1).eq(labels).sum().item<long>();

@@ -1,6 +1,8 @@
 // Licensed under the MIT license.
 
 using System;
+using System.Collections.Generic;
+using System.Linq;
 using System.IO;
 using System.Runtime.InteropServices;
 using Microsoft.ML.Pruning.Runtime;
@@ -26,9 +28,32 @@ namespace Microsoft.ML.Pruning.Tests.Native
         public void LibTorchWarningsAreLimitedToErrorsInTheNativeEnvironment()
         {
             // Set by the library's module initializer before the first libtorch call (this process sets nothing itself).
-            Assert.AreEqual("ERROR", Environment.GetEnvironmentVariable(NativeLogLevel.VariableName));
+            Assert.AreEqual("ERROR", Environment.GetEnvironmentVariable(NativeEnvironment.LogLevelVariable));
             if (!OperatingSystem.IsWindows())
-                Assert.AreEqual("ERROR", Marshal.PtrToStringUTF8(getenv(NativeLogLevel.VariableName)), "libtorch reads the C library's environment");
+                Assert.AreEqual("ERROR", Marshal.PtrToStringUTF8(getenv(NativeEnvironment.LogLevelVariable)), "libtorch reads the C library's environment");
+        }
+
+        [TestMethod]
+        public void OpenMpSpinCountIsInTheNativeEnvironmentUnlessAWaitPolicyIsSet()
+        {
+            string? policy = Environment.GetEnvironmentVariable(NativeEnvironment.WaitPolicyVariable);
+            string? spins = Environment.GetEnvironmentVariable(NativeEnvironment.SpinCountVariable);
+            if (policy is null)
+                Assert.IsNotNull(spins, "the library sets the spin count when the application sets neither variable");
+            if (spins is not null && !OperatingSystem.IsWindows())
+                Assert.AreEqual(spins, Marshal.PtrToStringUTF8(getenv(NativeEnvironment.SpinCountVariable)), "libgomp reads the C library's environment");
+        }
+
+        [TestMethod]
+        public void NativeDefaultsLeaveWhatTheApplicationSetAlone()
+        {
+            static string Describe(IReadOnlyList<(string Name, string Value)> defaults) => string.Join(";", defaults.Select(d => d.Name + "=" + d.Value));
+            var none = new Dictionary<string, string>();
+            Assert.AreEqual("TORCH_CPP_LOG_LEVEL=ERROR;GOMP_SPINCOUNT=10000", Describe(NativeEnvironment.Defaults(n => none.GetValueOrDefault(n))));
+            var policy = new Dictionary<string, string> { ["OMP_WAIT_POLICY"] = "ACTIVE" };
+            Assert.AreEqual("TORCH_CPP_LOG_LEVEL=ERROR", Describe(NativeEnvironment.Defaults(n => policy.GetValueOrDefault(n))));
+            var both = new Dictionary<string, string> { ["GOMP_SPINCOUNT"] = "0", ["TORCH_CPP_LOG_LEVEL"] = "INFO" };
+            Assert.AreEqual("", Describe(NativeEnvironment.Defaults(n => both.GetValueOrDefault(n))));
         }
 
         [DllImport("libc", ExactSpelling = true)]

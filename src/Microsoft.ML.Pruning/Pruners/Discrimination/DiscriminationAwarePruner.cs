@@ -334,7 +334,7 @@ namespace Microsoft.ML.Pruning.Pruners
                 }
 
                 // L over the selection images (mean of the batch means), with gradients accumulated into the weight.
-                double Pass(bool step, optim.Optimizer? optimizer)
+                double Pass(bool step, ParameterUpdate? optimizer)
                 {
                     double total = 0;
                     int batches = 0;
@@ -343,8 +343,7 @@ namespace Microsoft.ML.Pruning.Pruners
                         context.CancellationToken.ThrowIfCancellationRequested();
                         using var scope = NewDisposeScope();
                         long length = Math.Min(BatchSize, count - start);
-                        if (optimizer is not null)
-                            optimizer.zero_grad();
+                        optimizer?.ZeroGrad();
                         var (final, perHead) = first > 0 ? heads.Forward(inputs[batches], first, last) : heads.Forward(selection.Images.narrow(0, start, length), last);
                         Tensor labels = selection.Labels.narrow(0, start, length);
                         Tensor loss = nn.functional.mse_loss(output!, targets[batches])
@@ -354,7 +353,7 @@ namespace Microsoft.ML.Pruning.Pruners
                         {
                             using (no_grad())
                                 weight.grad!.mul_(inputMask.view(1, -1, 1, 1));
-                            optimizer.step();
+                            optimizer.Step(_options.SelectionLearningRate);
                         }
                         total += loss.item<float>();
                         batches++;
@@ -383,7 +382,7 @@ namespace Microsoft.ML.Pruning.Pruners
                     }
                     selected.Add(best);
 
-                    using optim.Optimizer optimizer = optim.SGD(new[] { weight }, _options.SelectionLearningRate, momentum: 0.9, weight_decay: 1e-4, nesterov: true);
+                    using ParameterUpdate optimizer = ParameterUpdate.Create(OptimizerKind.Sgd, new[] { weight }, momentum: 0.9, weightDecay: 1e-4, nesterov: true);
                     double after = 0;
                     for (int pass = 0; pass < _options.SelectionPasses; pass++)
                         after = Pass(step: true, optimizer);
