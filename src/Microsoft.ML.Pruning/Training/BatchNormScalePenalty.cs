@@ -25,12 +25,15 @@ namespace Microsoft.ML.Pruning.Training
                 .ToArray();
             if (scales.Length == 0)
                 throw new ArgumentException($"A batch-norm scale penalty needs batch-norm layers; the {network.Definition.Architecture} network has none.");
+            // Held by the hook for every step's native calls (TorchSharp frees a temporary scalar only in its finalizer,
+            // which may run during the call that reads it; see ParameterUpdate).
+            Scalar penalty = lambda.ToScalar();
             return () =>
             {
                 using var scope = NewDisposeScope();
                 using var noGrad = no_grad();
                 foreach (var gamma in scales)
-                    gamma.grad?.add_(gamma.sign(), lambda);
+                    gamma.grad?.add_(gamma.sign(), penalty);
             };
         }
     }

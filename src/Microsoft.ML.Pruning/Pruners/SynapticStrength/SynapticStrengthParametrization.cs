@@ -30,6 +30,8 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
     /// </remarks>
     internal sealed class SynapticStrengthParametrization : IDisposable
     {
+        private static readonly Scalar s_zero = 0.0.ToScalar(), s_tiny = 1e-12.ToScalar();
+
         private readonly List<Connection> _layers = new();
         private readonly List<Folding> _foldings = new();
 
@@ -78,6 +80,9 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
         public TrainingHooks Hooks(ClassifierNetwork network, double lambda, string phase)
         {
             var graphs = new Tensor?[_layers.Count];
+            // Held by the hooks for every step's native calls (TorchSharp frees a temporary scalar only in its finalizer,
+            // which may run during the call that reads it; see ParameterUpdate).
+            Scalar penalty = lambda.ToScalar();
             return new TrainingHooks
             {
                 Phase = phase,
@@ -102,7 +107,7 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
                         graph.backward(new[] { gradient.clone() });
                         using (no_grad())
                         {
-                            c.Strength.grad?.add_(c.Strength.sign(), lambda);
+                            c.Strength.grad?.add_(c.Strength.sign(), penalty);
                             gradient.zero_();
                         }
                         graphs[l] = null;
@@ -133,9 +138,9 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
             using var noGrad = no_grad();
             foreach (Connection c in _layers)
             {
-                c.Strength.clamp_min_(0);
+                c.Strength.clamp_min_(s_zero);
                 Tensor norms = c.Direction.square().sum(new long[] { 2, 3 }, keepdim: true).sqrt();
-                c.Direction.div_(norms.clamp_min(1e-12));
+                c.Direction.div_(norms.clamp_min(s_tiny));
                 c.Weight.copy_(c.Strength.unsqueeze(-1).unsqueeze(-1) * c.Direction);
             }
         }
