@@ -38,7 +38,13 @@ namespace Microsoft.ML.Pruning.Benchmarks
             int fineTuneEpochs = BenchArgs.Option(args, "--finetune-epochs", quick ? 1 : 5);
             int sparsityEpochs = BenchArgs.Option(args, "--sparsity-epochs", quick ? 1 : new SynapticStrengthPruner.Options().SparsityEpochs);
             double lambda = double.Parse(BenchArgs.List(args, "--lambda", new SynapticStrengthPruner.Options().Lambda.ToString("R", CultureInfo.InvariantCulture))[0], CultureInfo.InvariantCulture);
-            LayerAllocation allocation = BenchArgs.List(args, "--allocation", "global")[0] == "uniform" ? LayerAllocation.Uniform : LayerAllocation.Global;
+            string allocationName = BenchArgs.List(args, "--allocation", new SynapticStrengthPruner.Options().Allocation.ToString().ToLowerInvariant())[0];
+            LayerAllocation allocation = allocationName switch
+            {
+                "uniform" => LayerAllocation.Uniform,
+                "global" => LayerAllocation.Global,
+                _ => throw new ArgumentException($"--allocation must be uniform or global; got '{allocationName}'"),
+            };
             double[] prunedPercents = BenchArgs.List(args, "--pruned", "90,95").Select(p => double.Parse(p, CultureInfo.InvariantCulture)).ToArray();
             string[] criteria = BenchArgs.List(args, "--criteria", "synaptic,kernel-norm");
             foreach (string criterion in criteria.Where(c => !s_criteria.Contains(c)))

@@ -19,7 +19,7 @@ namespace Microsoft.ML.Pruning.Training
     /// <see cref="double"/> (every <c>alpha:</c> of their updates) is released only by its finalizer, and the tensor methods do
     /// not keep it alive during the native call that reads it. When a garbage collection and the finalizer thread fall into
     /// that call, libtorch reads a freed scalar and the step fails with "Expected false to be true" from
-    /// <c>c10::Scalar::toFloat</c> (seen once in some 30,000 steps of the small VGG's sparsity training) or, worse, reads
+    /// <c>c10::Scalar::toFloat</c> (seen in a sparsity training of the small VGG) or, worse, reads
     /// another value. Here every scalar of a step is created, held and disposed explicitly.
     /// </remarks>
     internal abstract class ParameterUpdate : IDisposable

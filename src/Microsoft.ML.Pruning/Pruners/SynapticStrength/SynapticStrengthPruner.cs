@@ -88,9 +88,15 @@ namespace Microsoft.ML.Pruning.Pruners
             /// prunes by the initial strengths <c>|γ|·‖K‖</c>). Default: 3.</summary>
             public int SparsityEpochs = 3;
 
-            /// <summary>One threshold over all pruned layers, or the same kept fraction per layer. Default:
-            /// <see cref="LayerAllocation.Global"/>.</summary>
-            public LayerAllocation Allocation = LayerAllocation.Global;
+            /// <summary>
+            /// The same kept fraction in every pruned layer, or one threshold over all of them (each layer's scores divided
+            /// by their mean, every layer keeping at least a quarter of the overall fraction). Default:
+            /// <see cref="LayerAllocation.Uniform"/>, the better of the two for Synaptic Strength on the small VGG (5
+            /// fine-tuning epochs, one seed): 93.53% at 90% of the connections pruned and 93.39% at 95%, against 93.47–93.62%
+            /// and 92.78–93.06% (three seeds) with one threshold, which takes most connections from the layers on the largest
+            /// maps. Kernel norm did better with one threshold at 95% (93.01% against 92.90%).
+            /// </summary>
+            public LayerAllocation Allocation = LayerAllocation.Uniform;
 
             /// <summary>The kept connection fraction the options ask for.</summary>
             internal double KeptFraction => PrunedConnectionFraction is double pruned ? 1 - pruned : KeptConnectionFraction;
