@@ -19,7 +19,7 @@ if (args.Length == 0 || args[0] is "-h" or "--help")
     Console.WriteLine("       bench attentive [--quick] [--models lenet300,lenet5,vgg-small] [--kept 0.1,0.05,0.02] [--methods attentive,magnitude,lobs] [--calibration N] [--score mass|hits|flow] [--allocation global|uniform] [--layer-budgets magnitude] [--rounds R] [--epochs N] [--retrain-epochs N] [--train-rows N]");
     Console.WriteLine("       bench channels [--quick] [--models vgg-small,resnet20] [--targets 2,4] [--criteria l1,bn-scale,random] [--finetune-epochs N] [--round-to N]");
     Console.WriteLine("       bench dcp [--quick] [--models vgg-small,resnet20] [--targets 2] [--criteria dcp,random-dcp,l1,bn-scale,dcp-adapt] [--adapt-epsilon E] [--finetune-epochs N]");
-    Console.WriteLine("       bench synaptic [--quick] [--models vgg-small,resnet20] [--pruned 90,95] [--criteria synaptic,kernel-norm] [--sparsity-epochs N] [--lambda L] [--finetune-epochs N] [--allocation global|uniform] [--train-rows N] [--seed S] [--dense-epochs N] [--skip-timing]");
+    Console.WriteLine("       bench synaptic [--quick] [--models vgg-small,resnet20] [--pruned 90,95] [--criteria synaptic,kernel-norm] [--sparsity-epochs N] [--lambda L] [--finetune-epochs N] [--allocation uniform|global] [--train-rows N] [--seed S] [--dense-epochs N] [--skip-timing]");
     Console.WriteLine("       bench runtime [--quick] [--models vgg-small,lenet300,fc784x300] [--train-rows N]");
     Console.WriteLine("       bench fuzz [--files N] [--seed S]");
     Console.WriteLine("       bench plan model.zip [other.zip ...] [--batch N]");

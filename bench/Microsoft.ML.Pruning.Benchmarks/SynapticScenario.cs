@@ -117,6 +117,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         PruneSeconds = report?.PruningTime.TotalSeconds,
                         TrainSeconds = seconds,
                         Seed = seed != 1 && criterion is not null ? seed : null,
+                        Allocation = criterion is null ? null : allocationName,
                     };
                     Console.WriteLine(FormattableString.Invariant(
                         $"  {method} {criterion} {target}: accuracy {row.Accuracy:P2}, kept connections {row.KeptConnections:P2}, params {row.Params:N0}, MACs {row.Macs:N0}, zip {row.ZipBytes:N0} B"));
