@@ -43,6 +43,23 @@ namespace Microsoft.ML.Pruning.Tests.Training
             }
         }
 
+        /// <summary>Six steps of both optimizers on the same losses, the learning rate changing, parameters compared after each.</summary>
+        private static void StepTogether(optim.Optimizer torchSharp, Parameter[] reference, ParameterUpdate update, Parameter[] ours, Func<int, double> rate)
+        {
+            for (int step = 0; step < 6; step++)
+            {
+                foreach (var group in torchSharp.ParamGroups)
+                    group.LearningRate = rate(step);
+                torchSharp.zero_grad();
+                update.ZeroGrad();
+                Backward(reference, step);
+                Backward(ours, step);
+                torchSharp.step();
+                update.Step(rate(step));
+                AssertSameBits(reference, ours, $"step {step}");
+            }
+        }
+
         [TestMethod]
         [DataRow(0.9, 5e-4, true)]
         [DataRow(0.9, 0.0, false)]
@@ -52,19 +69,7 @@ namespace Microsoft.ML.Pruning.Tests.Training
             Parameter[] reference = MakeParameters(), ours = MakeParameters();
             using var torchSharp = optim.SGD(reference, 0.1, momentum, 0, weightDecay, nesterov);
             using ParameterUpdate update = ParameterUpdate.Create(OptimizerKind.Sgd, ours, momentum, weightDecay, nesterov);
-            for (int step = 0; step < 6; step++)
-            {
-                double rate = 0.1 / (step + 1);
-                foreach (var group in torchSharp.ParamGroups)
-                    group.LearningRate = rate;
-                torchSharp.zero_grad();
-                update.ZeroGrad();
-                Backward(reference, step);
-                Backward(ours, step);
-                torchSharp.step();
-                update.Step(rate);
-                AssertSameBits(reference, ours, $"step {step}");
-            }
+            StepTogether(torchSharp, reference, update, ours, step => 0.1 / (step + 1));
             Assert.IsNull(ours[2].grad, "a parameter outside the loss gets no gradient");
         }
 
@@ -76,19 +81,7 @@ namespace Microsoft.ML.Pruning.Tests.Training
             Parameter[] reference = MakeParameters(), ours = MakeParameters();
             using var torchSharp = optim.Adam(reference, 0.01, weight_decay: weightDecay);
             using ParameterUpdate update = ParameterUpdate.Create(OptimizerKind.Adam, ours, momentum: 0.9, weightDecay, nesterov: false);
-            for (int step = 0; step < 6; step++)
-            {
-                double rate = 0.01 * (1 + step % 2);
-                foreach (var group in torchSharp.ParamGroups)
-                    group.LearningRate = rate;
-                torchSharp.zero_grad();
-                update.ZeroGrad();
-                Backward(reference, step);
-                Backward(ours, step);
-                torchSharp.step();
-                update.Step(rate);
-                AssertSameBits(reference, ours, $"step {step}");
-            }
+            StepTogether(torchSharp, reference, update, ours, step => 0.01 * (1 + step % 2));
         }
 
         [TestMethod]
