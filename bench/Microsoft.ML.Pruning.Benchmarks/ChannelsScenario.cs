@@ -23,7 +23,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// network slimming, with its batch-norm scale penalty), pruned to 2× and 4× fewer multiply-accumulates by L1-filter,
     /// slimming and random channel selection (<c>channels</c>), or to 2× by discrimination-aware pruning against Random-DCP
     /// and those baselines (<c>dcp</c>), each fine-tuned with the same budget; accuracy, size, and the speed of dense and
-    /// pruned models measured interleaved in one run on the compact runtime and on libtorch.
+    /// pruned models measured interleaved in one run on the compact runtime, on libtorch, and exported to ONNX on ONNX Runtime.
     /// </summary>
     internal static class ChannelsScenario
     {
@@ -70,7 +70,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 // more than 16 channels that are not a multiple of 16); ResNet-20's block channels (16 to 64) need 8 to be prunable at all.
                 int roundTo = BenchArgs.Option(args, "--round-to", architecture == ImageClassifierArchitecture.VggSmall ? 16 : 8);
 
-                var measured = new List<(BenchRow Row, ClassifierNetwork Network)>();
+                var measured = new List<(BenchRow Row, ClassifierNetwork Network, OnnxRuntimeScorer? Onnx)>();
                 BenchRow Measure(ITransformer transformer, string method, string? criterion, double? target, PruningReport? report, double? seconds)
                 {
                     var metrics = ml.MulticlassClassification.Evaluate(transformer.Transform(test));
@@ -103,7 +103,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         $"  {method} {criterion} {target}: accuracy {row.Accuracy:P2}, params {row.Params:N0}, MACs {row.Macs:N0}, zip {row.ZipBytes:N0} B"));
                     if (report is not null)
                         Console.WriteLine(report);
-                    measured.Add((row, network));
+                    measured.Add((row, network, OnnxRuntimeScorer.Export(ml, classifier, test)));
                     return row;
                 }
 
@@ -156,8 +156,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     }
                 }
 
-                Console.WriteLine($"== {model}: speed of every model on both runtimes, interleaved");
+                Console.WriteLine($"== {model}: speed of every model on the compact runtime, libtorch and ONNX Runtime, interleaved");
                 rows.AddRange(TimeInterleaved(measured, denseRow, quick));
+                foreach (var m in measured)
+                    m.Onnx?.Dispose();
             }
 
             Table.Print(
@@ -178,30 +180,39 @@ namespace Microsoft.ML.Pruning.Benchmarks
         }
 
         /// <summary>
-        /// Batch-1 latency and batch-256 throughput of every model on the compact runtime and on libtorch, taken in turns
-        /// so that the machine's slow stretches hit every model alike; speedups are per turn against the dense model on the
-        /// same runtime, then the median. One row per model and runtime.
+        /// Batch-1 latency and batch-256 throughput of every model on the compact runtime, on libtorch and, when every model
+        /// was exported, on ONNX Runtime: one runtime after the other, and within a runtime every model in turns so that the
+        /// machine's slow stretches hit every model alike; speedups are per turn against the dense model on the same runtime,
+        /// then the median. One row per model and runtime.
         /// </summary>
-        internal static IEnumerable<BenchRow> TimeInterleaved(List<(BenchRow Row, ClassifierNetwork Network)> models, BenchRow dense, bool quick)
+        internal static IEnumerable<BenchRow> TimeInterleaved(List<(BenchRow Row, ClassifierNetwork Network, OnnxRuntimeScorer? Onnx)> models,
+            BenchRow dense, bool quick)
         {
             var (single, batch) = InferenceTiming.Inputs(models[0].Network.Definition.Input);
-            var backends = new[] { InferenceBackend.Compact, InferenceBackend.LibTorch };
+            var backends = new List<string> { "compact", "libtorch" };
+            if (models.All(m => m.Onnx is not null))
+                backends.Add("onnxruntime");
             int turns = quick ? 3 : 7, latencyCalls = quick ? 20 : 60, batchCalls = quick ? 1 : 3;
-            var latency = new Dictionary<(int, InferenceBackend), List<double>>();
-            var throughput = new Dictionary<(int, InferenceBackend), List<double>>();
-            for (int turn = -1; turn < turns; turn++)
+            var latency = new Dictionary<(int, string), List<double>>();
+            var throughput = new Dictionary<(int, string), List<double>>();
+            // One runtime at a time (its thread pools alone on the cores), every model in turns within it.
+            foreach (string backend in backends)
             {
-                for (int m = 0; m < models.Count; m++)
+                InferenceTiming.Settle();
+                for (int turn = -1; turn < turns; turn++)
                 {
-                    foreach (InferenceBackend backend in backends)
+                    for (int m = 0; m < models.Count; m++)
                     {
-                        ClassifierNetwork network = models[m].Network;
-                        network.Backend = backend;
+                        var (_, network, onnx) = models[m];
+                        network.Backend = backend == "libtorch" ? InferenceBackend.LibTorch : InferenceBackend.Compact;
+                        double Time(float[] images) => onnx is not null && backend == "onnxruntime"
+                            ? InferenceTiming.Time(onnx, images) : InferenceTiming.Time(network, images);
                         for (int i = 0; i < 3; i++)
-                            InferenceTiming.Time(network, single);
-                        double b1 = InferenceTiming.Median(Enumerable.Range(0, latencyCalls).Select(_ => InferenceTiming.Time(network, single)).ToArray());
-                        InferenceTiming.Time(network, batch);
-                        double b256 = InferenceTiming.Median(Enumerable.Range(0, batchCalls).Select(_ => 256 / (InferenceTiming.Time(network, batch) / 1000)).ToArray());
+                            Time(single);
+                        double b1 = InferenceTiming.Median(Enumerable.Range(0, latencyCalls).Select(_ => Time(single)).ToArray());
+                        Time(batch);
+                        double b256 = InferenceTiming.Median(Enumerable.Range(0, batchCalls).Select(_ => 256 / (Time(batch) / 1000)).ToArray());
+                        network.Backend = InferenceBackend.Compact;
                         if (turn < 0)
                             continue; // warm-up turn
                         (latency.TryGetValue((m, backend), out var l) ? l : latency[(m, backend)] = new List<double>()).Add(b1);
@@ -212,16 +223,15 @@ namespace Microsoft.ML.Pruning.Benchmarks
             int denseIndex = models.FindIndex(m => ReferenceEquals(m.Row, dense));
             for (int m = 0; m < models.Count; m++)
             {
-                foreach (InferenceBackend backend in backends)
+                foreach (string backend in backends)
                 {
-                    models[m].Network.Backend = InferenceBackend.Compact;
                     BenchRow source = models[m].Row;
                     var l = latency[(m, backend)];
                     var t = throughput[(m, backend)];
                     var dl = latency[(denseIndex, backend)];
                     var dt = throughput[(denseIndex, backend)];
                     BenchRow row = source.Copy();
-                    row.Backend = backend == InferenceBackend.Compact ? "compact" : "libtorch";
+                    row.Backend = backend;
                     row.MacsRatio = (double)dense.Macs! / source.Macs!;
                     row.LatencyB1Ms = InferenceTiming.Median(l.ToArray());
                     row.ThroughputB256 = InferenceTiming.Median(t.ToArray());

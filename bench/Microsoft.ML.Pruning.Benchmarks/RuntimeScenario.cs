@@ -435,6 +435,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
             {
                 for (int n = 0; n < runs.Count; n++)
                 {
+                    InferenceTiming.Settle();
                     latency[r, n] = InferenceTiming.Median(Enumerable.Range(0, latencyCalls).Select(_ => Milliseconds(ones[n])).ToArray());
                     throughput[r, n] = InferenceTiming.Median(Enumerable.Range(0, throughputCalls).Select(_ => 256 / (Milliseconds(batches[n]) / 1000)).ToArray());
                 }

@@ -74,7 +74,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 var denseConnections = denseDefinition.Flatten().Where(l => pruned.Contains(l.Path))
                     .ToDictionary(l => l.Path, l => (long)((Conv2dLayer)l.Layer).InChannels * ((Conv2dLayer)l.Layer).OutChannels, StringComparer.Ordinal);
 
-                var measured = new List<(BenchRow Row, ClassifierNetwork Network)>();
+                var measured = new List<(BenchRow Row, ClassifierNetwork Network, OnnxRuntimeScorer? Onnx)>();
                 BenchRow Measure(ITransformer transformer, string method, string? criterion, double? target, PruningReport? report, double? seconds)
                 {
                     var metrics = ml.MulticlassClassification.Evaluate(transformer.Transform(test));
@@ -124,7 +124,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     Console.WriteLine("  kept per layer: " + string.Join(", ", layers.Select(l => FormattableString.Invariant($"{l.Key} {l.Value:P1}"))));
                     if (report is not null)
                         Console.WriteLine(report);
-                    measured.Add((row, classifier.Network));
+                    measured.Add((row, classifier.Network, null));
                     return row;
                 }
 
