@@ -25,9 +25,9 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// are cached in artifacts/bench/models, so a rerun only re-times them.
     /// </summary>
     /// <remarks>
-    /// Variants of attentive pruning: <c>--score mass|hits|flow</c>, <c>--allocation global|uniform</c>,
-    /// <c>--layer-budgets magnitude</c> (each layer keeps as many weights as magnitude pruning's global allocation gives
-    /// it; the attention only ranks within layers). <c>--rounds R</c>: attentive and magnitude pruning in R prune/retrain
+    /// Variants of attentive pruning: <c>--score mass|hits|flow|massmagnitude</c>, <c>--allocation global|uniform</c>,
+    /// <c>--layer-budgets magnitude</c> (<see cref="AttentionBudgets.Magnitude"/>: each layer keeps as many weights as
+    /// magnitude pruning's global allocation gives it; the attention only ranks within layers). <c>--rounds R</c>: attentive and magnitude pruning in R prune/retrain
     /// rounds of N epochs each, L-OBS once with R·N epochs, so that every method retrains as long; rows are compared
     /// at the same total of retraining epochs (<c>finetune_epochs</c>).
     /// </remarks>
@@ -114,13 +114,6 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 Console.WriteLine(FormattableString.Invariant($"  dense: accuracy {denseRow.Accuracy:P2}"));
 
                 var results = new List<ITransformer>();
-                var budgetsByFraction = new Dictionary<double, Dictionary<string, double>>();
-                Dictionary<string, double> Budgets(double fraction)
-                {
-                    if (!budgetsByFraction.TryGetValue(fraction, out Dictionary<string, double>? budgets))
-                        budgetsByFraction[fraction] = budgets = MagnitudeBudgets(ml, train, dense, fraction);
-                    return budgets;
-                }
                 foreach (double fraction in fractions)
                 {
                     foreach (string method in methods)
@@ -151,7 +144,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                     "attentive" => ml.Transforms.PruneAttentive(dense, new AttentivePruner.Options
                                     {
                                         KeptFraction = fraction, CalibrationImages = calibration, Score = score, Allocation = allocation, RetrainEpochs = methodEpochs, LearningRate = learningRate, PruningRounds = methodRounds,
-                                        LayerKeptFractions = magnitudeBudgets ? Budgets(fraction) : null,
+                                        LayerBudgets = magnitudeBudgets ? AttentionBudgets.Magnitude : AttentionBudgets.Attention,
                                         PruningCompleted = r => report = r,
                                     }),
                                     "magnitude" => ml.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options
@@ -253,15 +246,5 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 row.SpeedupB256 = InferenceTiming.Median(throughput[m].Select((v, i) => v / throughput[0][i]).ToArray());
             }
         }
-
-        /// <summary>The per-layer kept fractions magnitude pruning (global allocation) chooses for <paramref name="fraction"/>.</summary>
-        private static Dictionary<string, double> MagnitudeBudgets(MLContext ml, IDataView train, ITransformer dense, double fraction)
-        {
-            PruningReport? report = null;
-            ITransformer pruned = ml.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options { KeptFraction = fraction, PruningCompleted = r => report = r }).Fit(train);
-            ModelCache.DisposeAll(pruned);
-            return report!.Layers.ToDictionary(l => l.Layer, l => l.KeptFraction, StringComparer.Ordinal);
-        }
-
     }
 }

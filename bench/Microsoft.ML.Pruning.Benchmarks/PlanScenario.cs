@@ -41,6 +41,10 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     float[] second = GC.AllocateUninitializedArray<float>(largest * images, pinned: true);
                     var probabilities = new float[images * network.Definition.Classes];
                     var steps = plan.Steps.Select(_ => new List<double>()).ToArray();
+                    // The steps inside residual blocks (body, then shortcut), timed on the block's input.
+                    var inner = new Dictionary<InferenceStep, List<double>>();
+                    float[] third = GC.AllocateUninitializedArray<float>(largest * images, pinned: true);
+                    float[] fourth = GC.AllocateUninitializedArray<float>(largest * images, pinned: true);
                     var whole = new List<double>();
                     for (int repetition = -2; repetition < 10; repetition++)
                     {
@@ -48,6 +52,22 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         float[] current = first, next = second;
                         for (int s = 0; s < plan.Steps.Count; s++)
                         {
+                            if (plan.Steps[s] is ResidualStep residual)
+                            {
+                                foreach (InferenceStep[] branch in new[] { residual.Body.ToArray(), residual.Shortcut.ToArray() })
+                                {
+                                    float[] source = current, target = third;
+                                    foreach (InferenceStep step in branch)
+                                    {
+                                        var part = Stopwatch.StartNew();
+                                        step.Run(source, target, images);
+                                        if (repetition >= 0)
+                                            (inner.TryGetValue(step, out var times) ? times : inner[step] = new List<double>()).Add(part.Elapsed.TotalMilliseconds);
+                                        source = target;
+                                        target = ReferenceEquals(target, third) ? fourth : third;
+                                    }
+                                }
+                            }
                             var clock = Stopwatch.StartNew();
                             plan.Steps[s].Run(current, next, images);
                             if (repetition >= 0)
@@ -63,11 +83,12 @@ namespace Microsoft.ML.Pruning.Benchmarks
                         $"{zip}: {images} images, whole plan {InferenceTiming.Median(whole.ToArray()):F2} ms, steps one by one {steps.Sum(t => InferenceTiming.Median(t.ToArray())):F2} ms"));
                     for (int s = 0; s < plan.Steps.Count; s++)
                     {
-                        InferenceStep step = plan.Steps[s];
-                        string work = step is CompactConvolutionStep convolution
-                            ? FormattableString.Invariant($"  {convolution.Kernel.Terms:N0} terms, {convolution.Kernel.MultiplyAccumulates:N0} MACs per image")
-                            : "";
-                        Console.WriteLine(FormattableString.Invariant($"  {step.Layers,-36} {step.Kind,-36} {InferenceTiming.Median(steps[s].ToArray()),9:F3} ms{work}"));
+                        Print(plan.Steps[s], InferenceTiming.Median(steps[s].ToArray()), "  ");
+                        if (plan.Steps[s] is ResidualStep residual)
+                        {
+                            foreach (InferenceStep step in residual.Body.Concat(residual.Shortcut))
+                                Print(step, InferenceTiming.Median(inner[step].ToArray()), "    ");
+                        }
                     }
                 }
                 finally
@@ -76,6 +97,17 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 }
             }
             return 0;
+        }
+
+        private static void Print(InferenceStep step, double milliseconds, string indent)
+        {
+            string work = step switch
+            {
+                CompactConvolutionStep convolution => FormattableString.Invariant(
+                    $"  {convolution.Kernel.Terms:N0} terms, {convolution.Kernel.MultiplyAccumulates:N0} MACs per image, in {string.Join("x", step.InputShape)} out {string.Join("x", step.OutputShape)}"),
+                _ => FormattableString.Invariant($"  in {string.Join("x", step.InputShape)} out {string.Join("x", step.OutputShape)}"),
+            };
+            Console.WriteLine(FormattableString.Invariant($"{indent}{step.Layers,-36} {step.Kind,-34} {milliseconds,9:F3} ms{work}"));
         }
     }
 }

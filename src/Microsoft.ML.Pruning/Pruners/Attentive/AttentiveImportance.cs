@@ -31,6 +31,8 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                 AttentionScore.Flow => attention.Flow(index),
                 _ => attention.Mass(index),
             }).clone();
+            if (score == AttentionScore.MassMagnitude)
+                s.mul_(layer.Weight.detach().abs().to(float64));
             if (relative)
             {
                 double total = s.sum().item<double>();

@@ -111,6 +111,51 @@ namespace Microsoft.ML.Pruning.Tests.Pruners.Attentive
         }
 
         [TestMethod]
+        public void MagnitudeBudgetsGiveEveryLayerMagnitudePruningsCount()
+        {
+            PruningReport? attentive = null, magnitude = null;
+            ITransformer byAttention = s_ml.Transforms.PruneAttentive(s_model, new AttentivePruner.Options
+            {
+                KeptFraction = 0.05,
+                Score = AttentionScore.MassMagnitude,
+                LayerBudgets = AttentionBudgets.Magnitude,
+                CalibrationImages = 64,
+                PruningCompleted = r => attentive = r,
+            }).Fit(s_train);
+            ITransformer byMagnitude = s_ml.Transforms.PruneMagnitude(s_model, new MagnitudePruner.Options
+            {
+                KeptFraction = 0.05,
+                PruningCompleted = r => magnitude = r,
+            }).Fit(s_train);
+            try
+            {
+                CollectionAssert.AreEqual(magnitude!.Layers.Select(l => (l.Layer, l.KeptWeights)).ToArray(), attentive!.Layers.Select(l => (l.Layer, l.KeptWeights)).ToArray());
+                // The attention's own shares give the layers other budgets.
+                Assert.AreNotEqual(magnitude.Layers.Single(l => l.Layer == "fc1").KeptWeights, Kept(AttentionBudgets.Attention, "fc1"));
+                // The same counts, other connections: the attention chooses within each layer.
+                var chosen = Weights(byAttention)["fc1.weight"];
+                var largest = Weights(byMagnitude)["fc1.weight"];
+                Assert.IsTrue(chosen.Where((v, i) => (v != 0) != (largest[i] != 0)).Any(), "fc1 keeps other connections than its largest weights");
+            }
+            finally
+            {
+                DisposeAll(byAttention);
+                DisposeAll(byMagnitude);
+            }
+
+            static long Kept(AttentionBudgets budgets, string layer)
+            {
+                PruningReport? report = null;
+                ITransformer pruned = s_ml.Transforms.PruneAttentive(s_model, new AttentivePruner.Options
+                {
+                    KeptFraction = 0.05, Score = AttentionScore.MassMagnitude, LayerBudgets = budgets, CalibrationImages = 64, PruningCompleted = r => report = r,
+                }).Fit(s_train);
+                DisposeAll(pruned);
+                return report!.Layers.Single(l => l.Layer == layer).KeptWeights;
+            }
+        }
+
+        [TestMethod]
         public void BadOptionsNameTheOption()
         {
             var cases = new (AttentivePruner.Options Options, Type Exception, string Expected)[]
@@ -122,6 +167,9 @@ namespace Microsoft.ML.Pruning.Tests.Pruners.Attentive
                 (new() { Score = (AttentionScore)7 }, typeof(ArgumentOutOfRangeException), "Options.Score has an unknown value"),
                 (new() { Start = (AttentionStart)7 }, typeof(ArgumentOutOfRangeException), "Options.Start has an unknown value"),
                 (new() { Allocation = (LayerAllocation)7 }, typeof(ArgumentOutOfRangeException), "Options.Allocation has an unknown value"),
+                (new() { LayerBudgets = (AttentionBudgets)7 }, typeof(ArgumentOutOfRangeException), "Options.LayerBudgets has an unknown value"),
+                (new() { LayerBudgets = AttentionBudgets.Magnitude, Allocation = LayerAllocation.Uniform }, typeof(ArgumentException),
+                    "Options.LayerBudgets = Magnitude sets each layer's budget, which needs Options.Allocation = Global; got Uniform."),
                 (new() { LayerKeptFractions = new Dictionary<string, double> { ["conv9"] = 0.5 } }, typeof(ArgumentException),
                     "Options.LayerKeptFractions names 'conv9', which is not a prunable layer of this lenet5 model (conv1, conv2, fc1, fc2, fc3)."),
             };

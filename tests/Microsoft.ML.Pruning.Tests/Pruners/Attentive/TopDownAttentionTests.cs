@@ -158,6 +158,21 @@ namespace Microsoft.ML.Pruning.Tests.Pruners.Attentive
                 new TopDownSettings { FromPrediction = true }, default);
             CollectionAssert.AreEqual(new double[] { 0, 0, 0, 0, 2, 0 }, predicted.Mass(1).data<double>().ToArray());
             CollectionAssert.AreEqual(new double[] { 0, 0, 0, 0, 2, 0 }, predicted.Hits(1).data<double>().ToArray());
+
+            // Mass times |w| (with fc1's first weight tripled after the pass): 3, 1 and 1 for the selected connections;
+            // connections never selected keep only the |w| tie-break (below 10⁻⁶ of the smallest positive score); zero
+            // weights rank below every other.
+            Set(network, "fc1.weight", new float[,] { { 3, 0, 0, 0 }, { 0, 1, 0, 0 }, { -1, 0.1f, 1, 1 } });
+            using Tensor product = AttentiveImportance.Scores(attention, 0, layers[0], Microsoft.ML.Pruning.Pruners.AttentionScore.MassMagnitude, relative: false);
+            double[] scores = product.data<double>().ToArray();
+            Assert.AreEqual(3, scores[0], 1e-5);
+            Assert.AreEqual(1, scores[5], 1e-5);
+            Assert.AreEqual(1, scores[11], 1e-5);
+            foreach (int never in new[] { 8, 9, 10 })
+                Assert.IsTrue(scores[never] > 0 && scores[never] < 1e-5, $"connection {never}: {scores[never]}");
+            Assert.IsTrue(scores[8] > scores[9], "among the connections never selected, the larger weight ranks first");
+            foreach (int zero in new[] { 1, 2, 3, 4, 6, 7 })
+                Assert.AreEqual(-1, scores[zero], $"zero weight {zero}");
         }
 
         [TestMethod]
