@@ -21,9 +21,9 @@ namespace Microsoft.ML.Pruning.Runtime
     /// compressed sparse rows (<see cref="CompactLinear"/>); batch norm is folded into the layer before it, ReLU and
     /// max pooling into the layer's output. Dense convolutions and dense fully connected layers, whose libtorch kernels
     /// are already as fast as their FLOPs allow, and layers the kernels do not cover stay on libtorch; a dense
-    /// convolution of up to 40,000 weights runs on the managed kernel when a single image is scored, where libtorch's
-    /// fixed cost per call is most of its time, and for batches too when its input channels are a count libtorch would
-    /// pad (the channel counts that pruning leaves, such as 24).
+    /// convolution of up to 80,000 weights runs on the managed kernel when a single image is scored, where libtorch's
+    /// fixed cost per call is most of its time, and one of up to 40,000 for batches too when its input channels are a
+    /// count libtorch would pad (the channel counts that pruning leaves, such as 24).
     /// </summary>
     /// <remarks>
     /// The plan holds a copy of the weights taken when it was compiled. It is immutable and safe to use from several
@@ -41,10 +41,15 @@ namespace Microsoft.ML.Pruning.Runtime
         private const long SmallLayerWeights = 4096;
 
         // A dense convolution with at most this many weights that runs on libtorch for batches runs on the managed kernel
-        // for a single image, where libtorch's fixed cost per call is most of the layer's time, and at every batch size when
-        // libtorch would have to pad its input channels (Convolution.SafeInputChannels: 24 channels run as 32), as channel
-        // pruning leaves them.
-        private const long SingleImageLayerWeights = 40_000;
+        // for a single image, where libtorch's fixed cost per call is most of the layer's time. The small VGG's last
+        // convolution (64 -> 128 channels on 7x7 maps, 73,728 weights) took about half as long on the managed kernel as on
+        // libtorch for one image (`bench plan --batch 1`).
+        private const long SingleImageLayerWeights = 80_000;
+
+        // A dense convolution with at most this many weights whose input channels libtorch would pad
+        // (Convolution.SafeInputChannels: 24 channels run as 32), as channel pruning leaves them, runs on the managed
+        // kernel at every batch size.
+        private const long PaddedLayerWeights = 40_000;
         private const int PooledBuffers = 8;
 
         private readonly ConcurrentStack<float[]> _buffers = new();
@@ -331,7 +336,7 @@ namespace Microsoft.ML.Pruning.Runtime
                     long total = weight.LongLength;
                     long nonZero = weight.LongCount(w => w != 0);
                     bool paddedOnLibTorch = Convolution.SafeInputChannels(conv.InChannels, k, conv.Stride) != conv.InChannels;
-                    if (total > SmallLayerWeights && nonZero > SparseConvolutionDensity * total && !(paddedOnLibTorch && total <= SingleImageLayerWeights))
+                    if (total > SmallLayerWeights && nonZero > SparseConvolutionDensity * total && !(paddedOnLibTorch && total <= PaddedLayerWeights))
                     {
                         Tensor w = Owned(weight, conv.OutChannels, conv.InChannels, k, k);
                         Tensor b = Owned(folded);

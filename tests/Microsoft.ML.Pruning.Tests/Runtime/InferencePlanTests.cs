@@ -26,6 +26,9 @@ namespace Microsoft.ML.Pruning.Tests.Runtime
         [DataRow(2, 9, 9, 3, 5, 2, 2, 1, 0.5, DisplayName = "5x5, stride 2, padding 2")]
         [DataRow(3, 8, 10, 4, 3, 1, 0, 1, 0.5, DisplayName = "3x3, no padding")]
         [DataRow(5, 7, 7, 4, 1, 2, 0, 1, 0.5, DisplayName = "1x1, stride 2")]
+        [DataRow(3, 28, 28, 5, 3, 2, 1, 1, 0.5, DisplayName = "3x3, stride 2 on 28x28: rows copied in vectors")]
+        [DataRow(4, 29, 31, 6, 1, 2, 0, 1, 1.0, DisplayName = "dense 1x1, stride 2, odd sizes: one phase read")]
+        [DataRow(2, 30, 33, 3, 3, 3, 1, 1, 0.5, DisplayName = "3x3, stride 3")]
         [DataRow(3, 12, 10, 7, 3, 1, 1, 2, 0.5, DisplayName = "3x3 with 2x2 pooling")]
         [DataRow(2, 15, 15, 3, 3, 1, 1, 2, 0.5, DisplayName = "odd output pooled (last row and column dropped)")]
         [DataRow(2, 12, 12, 3, 3, 1, 1, 3, 0.5, DisplayName = "3x3 pooling")]
@@ -133,13 +136,20 @@ namespace Microsoft.ML.Pruning.Tests.Runtime
             InferencePlan plan = network.CompiledForm()!;
             Assert.IsFalse(plan.Steps.Any(s => s.Kind.StartsWith("batchnorm", StringComparison.Ordinal)), plan.ToString());
             // The stem is small enough for the managed kernel; the dense 3x3 convolutions stay on libtorch for batches, and
-            // those of up to 40,000 weights run on the managed kernel for a single image.
+            // those of up to 80,000 weights run on the managed kernel for a single image.
             Assert.AreEqual("sparse conv2d", plan.Steps[0].Kind, plan.ToString());
             Assert.AreEqual("conv1+bn1+relu1", plan.Steps[0].Layers);
             Assert.AreEqual("libtorch conv2d, managed at batch 1", plan.Steps[1].Kind);
             Assert.AreEqual("conv2+bn2+relu2", plan.Steps[1].Layers);
-            Assert.AreEqual("libtorch conv2d", plan.Steps.Single(s => s.Layers.StartsWith("conv5", StringComparison.Ordinal)).Kind, "73,728 weights");
+            Assert.AreEqual("libtorch conv2d, managed at batch 1", plan.Steps.Single(s => s.Layers.StartsWith("conv5", StringComparison.Ordinal)).Kind, "73,728 weights");
             AssertPlanMatchesLibTorch(network, 16 * 16);
+
+            // At width 1.5 conv5 has 165,888 weights: libtorch at every batch size.
+            using ClassifierNetwork wide = ClassifierNetwork.Create(Architectures.Create(ImageClassifierArchitecture.VggSmall, new ImageShape(1, 16, 16), 3, width: 1.5));
+            RandomizeBatchNorm(wide);
+            InferencePlan widePlan = wide.CompiledForm()!;
+            Assert.AreEqual("libtorch conv2d", widePlan.Steps.Single(s => s.Layers.StartsWith("conv5", StringComparison.Ordinal)).Kind, widePlan.ToString());
+            AssertPlanMatchesLibTorch(wide, 16 * 16);
         }
 
         [TestMethod]

@@ -44,6 +44,7 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
         private readonly float[] _bias;
         private readonly bool _relu;
         private readonly bool _uniform;
+        private readonly bool[] _phaseRead;
 
         /// <param name="inChannels">Input channels.</param>
         /// <param name="height">Input height.</param>
@@ -86,11 +87,13 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
             for (int o = 0; o < outChannels; o++)
                 byOutput[o] = new List<(int, float)>();
             int maxOffset = 0;
+            _phaseRead = new bool[stride * stride];
             foreach (ConvolutionTerm term in terms)
             {
                 if ((uint)term.Output >= outChannels || (uint)term.Input >= inChannels || (uint)term.KernelY >= kernelSize || (uint)term.KernelX >= kernelSize)
                     throw new ArgumentOutOfRangeException(nameof(terms), $"Term {term} lies outside a {outChannels}x{inChannels}x{kernelSize}x{kernelSize} kernel.");
                 int phase = (term.KernelY % stride) * stride + term.KernelX % stride;
+                _phaseRead[phase] = true;
                 int offset = (term.Input * stride * stride + phase) * _planeLength + term.KernelY / stride * _phaseWidth + term.KernelX / stride;
                 byOutput[term.Output].Add((offset, term.Weight));
                 maxOffset = Math.Max(maxOffset, offset);
@@ -290,33 +293,49 @@ namespace Microsoft.ML.Pruning.Runtime.Kernels
                 }
                 return;
             }
+            // Strided: every plane zeroed at once, then each input row goes, column phase by column phase, to its place.
+            // Phases no term reads (a 1x1 strided layer reads one) stay zero.
+            new Span<float>(padded, planes * _planeLength).Clear();
             for (int c = 0; c < _inChannels; c++)
             {
                 float* channel = image + (long)c * _height * _width;
-                for (int ry = 0; ry < s; ry++)
+                for (int y = 0; y < _height; y++)
                 {
+                    int ry = (y + p) % s, yq = (y + p) / s;
                     for (int rx = 0; rx < s; rx++)
                     {
+                        if (!_phaseRead[ry * s + rx])
+                            continue;
+                        // The first column x with (x + p) mod s = rx, and every s-th after it.
+                        int x0 = ((rx - p) % s + s) % s;
+                        if (x0 >= _width)
+                            continue;
                         float* plane = padded + (long)((c * s + ry) * s + rx) * _planeLength;
-                        for (int yq = 0; yq < _phaseHeight; yq++)
-                        {
-                            int y = yq * s + ry - p;
-                            float* row = plane + yq * _phaseWidth;
-                            if ((uint)y >= (uint)_height)
-                            {
-                                new Span<float>(row, _phaseWidth).Clear();
-                                continue;
-                            }
-                            float* source = channel + (long)y * _width;
-                            for (int xq = 0; xq < _phaseWidth; xq++)
-                            {
-                                int x = xq * s + rx - p;
-                                row[xq] = (uint)x < (uint)_width ? source[x] : 0f;
-                            }
-                        }
+                        StridedCopy(channel + (long)y * _width + x0, s, plane + yq * _phaseWidth + (x0 + p) / s, (_width - 1 - x0) / s + 1);
                     }
                 }
             }
+        }
+
+        /// <summary><c>destination[i] = source[i·stride]</c> for i &lt; count.</summary>
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        internal static void StridedCopy(float* source, int stride, float* destination, int count)
+        {
+            int i = 0;
+            if (stride == 2 && Avx2.IsSupported)
+            {
+                // Sixteen values give their eight even ones: pairs of lanes picked, then the 64-bit lanes back into order.
+                // A vector's loads end one value past its last even one, so the loop leaves the last value to the scalar
+                // tail and never reads past source[(count − 1)·2].
+                for (; i + 8 <= count - 1; i += 8)
+                {
+                    Vector256<float> low = Avx.LoadVector256(source + 2 * i), high = Avx.LoadVector256(source + 2 * i + 8);
+                    Vector256<float> even = Avx.Shuffle(low, high, 0b10_00_10_00);
+                    Avx.Store(destination + i, Avx2.Permute4x64(even.AsDouble(), 0b11_01_10_00).AsSingle());
+                }
+            }
+            for (; i < count; i++)
+                destination[i] = source[(long)i * stride];
         }
 
         /// <summary>Writes one output channel from its grid: bias, then ReLU, then max pooling (they commute, so
