@@ -27,9 +27,9 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// <remarks>
     /// Variants of attentive pruning: <c>--score mass|hits|flow|massmagnitude</c>, <c>--allocation global|uniform</c>,
     /// <c>--layer-budgets magnitude</c> (<see cref="AttentionBudgets.Magnitude"/>: each layer keeps as many weights as
-    /// magnitude pruning's global allocation gives it; the attention only ranks within layers). <c>--rounds R</c>: attentive and magnitude pruning in R prune/retrain
-    /// rounds of N epochs each, L-OBS once with R·N epochs, so that every method retrains as long; rows are compared
-    /// at the same total of retraining epochs (<c>finetune_epochs</c>).
+    /// magnitude pruning's global allocation gives it; the attention only ranks within layers). <c>--rounds R</c>:
+    /// attentive and magnitude pruning in R prune/retrain rounds of N epochs each, L-OBS once with R·N epochs, so that
+    /// every method retrains as long; rows are compared at the same total of retraining epochs (<c>finetune_epochs</c>).
     /// </remarks>
     internal static class AttentiveScenario
     {
