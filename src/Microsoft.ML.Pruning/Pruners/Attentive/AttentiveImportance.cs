@@ -25,6 +25,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
+            Tensor magnitude = layer.Weight.detach().abs().to(float64);
             Tensor s = (score switch
             {
                 AttentionScore.Hits => attention.Hits(index),
@@ -32,14 +33,13 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                 _ => attention.Mass(index),
             }).clone();
             if (score == AttentionScore.MassMagnitude)
-                s.mul_(layer.Weight.detach().abs().to(float64));
+                s.mul_(magnitude);
             if (relative)
             {
                 double total = s.sum().item<double>();
                 if (total > 0)
                     s.div_(total);
             }
-            Tensor magnitude = layer.Weight.detach().abs().to(float64);
             double largest = magnitude.max().item<double>();
             Tensor positive = s.masked_select(s.gt(0));
             double smallest = positive.numel() > 0 ? positive.min().item<double>() : 1;
