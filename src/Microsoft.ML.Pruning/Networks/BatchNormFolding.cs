@@ -2,6 +2,7 @@
 
 using System.Collections.Generic;
 using System.Linq;
+using Microsoft.ML.Pruning.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -22,7 +23,7 @@ namespace Microsoft.ML.Pruning.Networks
             Tensor beta = state[path + ".bias"].detach().to_type(ScalarType.Float64);
             Tensor mean = state[path + ".running_mean"].detach().to_type(ScalarType.Float64);
             Tensor variance = state[path + ".running_var"].detach().to_type(ScalarType.Float64);
-            Tensor scale = gamma / (variance + NetworkModules.BatchNormEpsilon).sqrt();
+            Tensor scale = gamma / variance.add(HeldScalars.Of(NetworkModules.BatchNormEpsilon)).sqrt();
             return (scale, beta - mean * scale);
         }
 

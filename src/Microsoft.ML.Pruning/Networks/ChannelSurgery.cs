@@ -3,6 +3,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using Microsoft.ML.Pruning.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -185,8 +186,9 @@ namespace Microsoft.ML.Pruning.Networks
                         layers[member.Path] = rule.SliceTensors(current, member.Path, member.Role, kept, sliced);
                         continue;
                     }
+                    using Scalar blockSize = member.BlockSize.ToScalar();
                     Tensor index = reads && member.BlockSize > 1
-                        ? (channels.unsqueeze(1) * member.BlockSize + arange(member.BlockSize, dtype: ScalarType.Int64).unsqueeze(0)).flatten()
+                        ? channels.unsqueeze(1).mul(blockSize).add(arange(blockSize, dtype: ScalarType.Int64).unsqueeze(0)).flatten()
                         : channels;
                     foreach (var (name, dimension) in reads ? rule.InputTensors(current) : rule.OutputTensors(current))
                     {
@@ -258,13 +260,14 @@ namespace Microsoft.ML.Pruning.Networks
                         if (member.Layer is KernelSparseConv2dLayer sparse && name == "weight")
                         {
                             // The kernels of the removed outputs.
-                            Tensor outputs = state[member.Path + ".connections"].div(sparse.InChannels, rounding_mode: RoundingMode.floor);
+                            using Scalar inChannels = sparse.InChannels.ToScalar();
+                            Tensor outputs = state[member.Path + ".connections"].div(inChannels, rounding_mode: RoundingMode.floor);
                             Tensor positions = isin(outputs, tensor(removed, device: outputs.device)).nonzero().flatten();
-                            state[member.Path + ".weight"].index_fill_(0, positions, 0);
+                            state[member.Path + ".weight"].index_fill_(0, positions, HeldScalars.Of(0));
                             continue;
                         }
                         if (state.TryGetValue(member.Path + "." + name, out Tensor? value))
-                            value.index_fill_(0, tensor(removed, device: value.device), 0);
+                            value.index_fill_(0, tensor(removed, device: value.device), HeldScalars.Of(0));
                     }
                 }
             }

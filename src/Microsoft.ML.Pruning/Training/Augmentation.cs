@@ -1,5 +1,6 @@
 // Licensed under the MIT license.
 
+using Microsoft.ML.Pruning.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -21,12 +22,13 @@ namespace Microsoft.ML.Pruning.Training
             // Row and column source indices per image; a flip reverses the column order.
             Tensor rowOffset = randint(0, 2 * padding + 1, new long[] { n, 1 }, generator: generator).to(device);
             Tensor columnOffset = randint(0, 2 * padding + 1, new long[] { n, 1 }, generator: generator).to(device);
-            Tensor rows = rowOffset + arange(h, device: device).unsqueeze(0);
-            Tensor columnRange = arange(w, device: device).unsqueeze(0);
+            using Scalar height = h.ToScalar(), width = w.ToScalar(), lastColumn = (w - 1).ToScalar();
+            Tensor rows = rowOffset + arange(height, device: device).unsqueeze(0);
+            Tensor columnRange = arange(width, device: device).unsqueeze(0);
             if (flip)
             {
                 Tensor flipped = randint(0, 2, new long[] { n, 1 }, generator: generator).to(device);
-                columnRange = columnRange + flipped * (w - 1 - 2 * columnRange);
+                columnRange = columnRange + flipped * columnRange.mul(HeldScalars.Of(-2)).add_(lastColumn);
             }
             Tensor columns = columnOffset + columnRange;
 

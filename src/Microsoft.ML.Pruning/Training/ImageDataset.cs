@@ -4,6 +4,7 @@ using System;
 using System.Collections.Generic;
 using System.Threading;
 using Microsoft.ML.Data;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Networks;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -132,7 +133,7 @@ namespace Microsoft.ML.Pruning.Training
             }
             Array.Copy(chunk, 0, all, offset, inChunk * size);
             Tensor images = tensor(all).reshape(row, shape.Channels, shape.Height, shape.Width);
-            Tensor labelTensor = label is null ? full(row, -1L) : tensor(labels.ToArray());
+            Tensor labelTensor = label is null ? full(row, HeldScalars.Of(-1L)) : tensor(labels.ToArray());
             return new ImageDataset(images, labelTensor, shape);
         }
 

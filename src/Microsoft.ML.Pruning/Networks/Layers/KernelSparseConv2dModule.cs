@@ -1,6 +1,7 @@
 // Licensed under the MIT license.
 
 using System;
+using Microsoft.ML.Pruning.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -33,9 +34,10 @@ namespace Microsoft.ML.Pruning.Networks.Layers
             using (no_grad())
             {
                 double std = Math.Sqrt(2.0 / (Math.Max(1L, layer.OutChannels) * _kernelSize * _kernelSize));
-                weight = new TorchSharp.Modules.Parameter(randn(layer.Connections, _kernelSize, _kernelSize) * std);
+                using Scalar scale = std.ToScalar(), count = ((long)layer.Connections).ToScalar();
+                weight = new TorchSharp.Modules.Parameter(randn(layer.Connections, _kernelSize, _kernelSize).mul_(scale));
                 bias = layer.Bias ? new TorchSharp.Modules.Parameter(zeros(layer.OutChannels)) : null;
-                connections = arange((long)layer.Connections, dtype: ScalarType.Int64);
+                connections = arange(count, dtype: ScalarType.Int64);
             }
             register_parameter("weight", weight);
             if (bias is not null)
@@ -46,7 +48,7 @@ namespace Microsoft.ML.Pruning.Networks.Layers
         /// <summary>The dense [out, in, k, k] weight: the kept kernels in place, zeros elsewhere.</summary>
         public Tensor DenseWeight()
             => zeros(new[] { _outChannels * _inChannels, _kernelSize, _kernelSize }, dtype: weight.dtype, device: weight.device)
-                .index_add(0, connections, weight, 1)
+                .index_add(0, connections, weight, HeldScalars.Of(1))
                 .view(_outChannels, _inChannels, _kernelSize, _kernelSize);
 
         public override Tensor forward(Tensor input) => Convolution.Conv2d(input, DenseWeight(), bias, _stride, _padding);

@@ -1,6 +1,7 @@
 // Licensed under the MIT license.
 
 using System;
+using Microsoft.ML.Pruning.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -44,7 +45,10 @@ namespace Microsoft.ML.Pruning.Networks.Layers
             // and batch norm's running statistics lag far behind in short runs.
             nn.init.kaiming_normal_(weight, mode: nn.init.FanInOut.FanOut, nonlinearity: nn.init.NonlinearityType.ReLU);
             using (no_grad())
-                weight.mul_(layer.KernelSize);
+            {
+                using Scalar kernelSize = layer.KernelSize.ToScalar();
+                weight.mul_(kernelSize);
+            }
             register_parameter("weight", weight);
             if (layer.Hardened)
             {
@@ -83,7 +87,8 @@ namespace Microsoft.ML.Pruning.Networks.Layers
             set
             {
                 using var noGrad = no_grad();
-                temperature.fill_(value);
+                using Scalar held = value.ToScalar();
+                temperature.fill_(held);
             }
         }
 
@@ -95,7 +100,7 @@ namespace Microsoft.ML.Pruning.Networks.Layers
             if (KernelSize == 1)
                 return ones_like(attention!);
             Tensor logits = attention!;
-            Tensor deviation = logits.std(2, true, true).clamp_min(MinimumDeviation);
+            Tensor deviation = logits.std(2, true, true).clamp_min(HeldScalars.Of(MinimumDeviation));
             return (logits / deviation * temperature).softmax(2);
         }
 

@@ -2,6 +2,7 @@
 
 using System;
 using System.Collections.Generic;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Pruners.Common;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -38,14 +39,20 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             {
                 double total = s.sum().item<double>();
                 if (total > 0)
-                    s.div_(total);
+                {
+                    using Scalar totalScalar = total.ToScalar();
+                    s.div_(totalScalar);
+                }
             }
             double largest = magnitude.max().item<double>();
-            Tensor positive = s.masked_select(s.gt(0));
+            Tensor positive = s.masked_select(s.gt(HeldScalars.Of(0)));
             double smallest = positive.numel() > 0 ? positive.min().item<double>() : 1;
             if (largest > 0)
-                s.add_(magnitude.div(largest).mul_(smallest * 1e-6));
-            s.masked_fill_(magnitude.eq(0), -1);
+            {
+                using Scalar largestScalar = largest.ToScalar(), tieScale = (smallest * 1e-6).ToScalar();
+                s.add_(magnitude.div(largestScalar).mul_(tieScale));
+            }
+            s.masked_fill_(magnitude.eq(HeldScalars.Of(0)), HeldScalars.Of(-1));
             return s.MoveToOuterDisposeScope();
         }
 
@@ -58,7 +65,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             if (keptCount > 0)
             {
                 var (_, highest) = flat.topk((int)Math.Min(keptCount, flat.shape[0]), largest: true, sorted: false);
-                kept.index_fill_(0, highest, true);
+                kept.index_fill_(0, highest, HeldScalars.Of(true));
             }
             return kept.view(scores.shape).MoveToOuterDisposeScope();
         }

@@ -1,6 +1,7 @@
 // Licensed under the MIT license.
 
 using System;
+using Microsoft.ML.Pruning.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -40,7 +41,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                 if (open.numel() > 0)
                     theta.index_put_(TopThreshold(contributions.index_select(0, open), total.index_select(0, open), columns), open);
             }
-            return theta.masked_fill_(total.squeeze(1).le(0), float.PositiveInfinity).MoveToOuterDisposeScope();
+            return theta.masked_fill_(total.squeeze(1).le(HeldScalars.Of(0)), HeldScalars.Of(float.PositiveInfinity)).MoveToOuterDisposeScope();
         }
 
         /// <summary>Columns looked at before a row is sorted in full.</summary>
@@ -52,17 +53,18 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             var (largest, _) = contributions.topk((int)count, 1, largest: true, sorted: true);
             Tensor reached = largest.cumsum(1).ge(total);
             if (count == contributions.shape[1])
-                reached.select(1, count - 1).fill_(true); // the whole row sums to the total, whatever the rounding
+                reached.select(1, count - 1).fill_(HeldScalars.Of(true)); // the whole row sums to the total, whatever the rounding
             Tensor first = reached.to(int32).argmax(1, keepdim: true);
             Tensor theta = largest.gather(1, first).squeeze(1);
-            return theta.masked_fill(reached.any(1).logical_not(), float.NaN);
+            return theta.masked_fill(reached.any(1).logical_not(), HeldScalars.Of(float.NaN));
         }
 
         /// <summary>The connections of stage 2's candidates: s ≥ θ − ε and s &gt; 0 (a zero contribution carries nothing). [P, Q] bool.</summary>
         public static Tensor Marked(Tensor contributions, Tensor threshold, double epsilon)
         {
             using var scope = NewDisposeScope();
-            return contributions.ge(threshold.sub(epsilon).unsqueeze(1)).logical_and_(contributions.gt(0)).MoveToOuterDisposeScope();
+            using Scalar tolerance = epsilon.ToScalar();
+            return contributions.ge(threshold.sub(tolerance).unsqueeze(1)).logical_and_(contributions.gt(HeldScalars.Of(0))).MoveToOuterDisposeScope();
         }
 
         /// <summary>
@@ -75,7 +77,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
         {
             using var scope = NewDisposeScope();
             Tensor markedFloat = marked.to(contributions.dtype);
-            Tensor count = markedFloat.sum(1).clamp_min(1);
+            Tensor count = markedFloat.sum(1).clamp_min(HeldScalars.Of(1));
             Tensor values = contributions.mul(markedFloat);
             Tensor mean = values.sum(1).div(count);
             Tensor std = contributions.sub(mean.unsqueeze(1)).square().mul_(markedFloat).sum(1).div(count).sqrt_();
@@ -83,12 +85,13 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             Tensor b = tensor(s_stdFactors, device: contributions.device);
             Tensor thresholds = mean.unsqueeze(1).mul(a).add_(std.unsqueeze(1).mul(b)); // [P, rows]
             // A row keeps at least one input exactly when the largest marked contribution reaches its threshold.
-            Tensor largest = values.masked_fill(marked.logical_not(), float.NegativeInfinity).amax(new long[] { 1 }, keepdim: true);
+            Tensor largest = values.masked_fill(marked.logical_not(), HeldScalars.Of(float.NegativeInfinity)).amax(new long[] { 1 }, keepdim: true);
             Tensor reaches = largest.ge(thresholds);
             // The first row that keeps something (the last row when none does), then the offset.
-            Tensor first = reaches.any(1).logical_not().to(int64).mul(PolicyRows - 1)
+            Tensor first = reaches.any(1).logical_not().to(int64).mul(HeldScalars.Of(PolicyRows - 1))
                 .add_(reaches.to(int32).argmax(1).to(int64).mul(reaches.any(1).to(int64)));
-            Tensor row = first.add(offset).clamp_max(PolicyRows - 1);
+            using Scalar rowOffset = offset.ToScalar();
+            Tensor row = first.add(rowOffset).clamp_max(HeldScalars.Of(PolicyRows - 1));
             Tensor chosen = thresholds.gather(1, row.unsqueeze(1));
             return marked.logical_and(contributions.ge(chosen)).MoveToOuterDisposeScope();
         }
@@ -106,8 +109,9 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             if (marked.shape.Length != 3 || marked.shape[2] != k)
                 throw new ArgumentException($"Expected [M, k, k] windows; got [{string.Join(", ", marked.shape)}].", nameof(marked));
             // Only windows with two or more marked positions need the propagation.
-            Tensor labels = arange(1, k * k + 1, dtype: int32, device: marked.device).view(1, k, k).mul(marked.to(int32));
-            Tensor several = marked.view(m, -1).sum(1).gt(1).nonzero().squeeze(1);
+            using Scalar lastLabel = (k * k + 1).ToScalar();
+            Tensor labels = arange(HeldScalars.Of(1L), lastLabel, dtype: int32, device: marked.device).view(1, k, k).mul(marked.to(int32));
+            Tensor several = marked.view(m, -1).sum(1).gt(HeldScalars.Of(1)).nonzero().squeeze(1);
             if (several.numel() == 0)
                 return labels.to(int64).MoveToOuterDisposeScope();
             Tensor mask = marked.index_select(0, several).to(int32);
@@ -151,12 +155,14 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             Tensor sums = zeros(p, channels, window + 1, dtype: contributions.dtype, device: contributions.device).scatter_add_(2, labels, s);
             Tensor counts = zeros(p, channels, window + 1, dtype: contributions.dtype, device: contributions.device)
                 .scatter_add_(2, labels, marked.view(p, channels, window).to(contributions.dtype));
-            Tensor score = sums.mul_(sumWeight).add_(counts.mul_(1 - sumWeight));
-            score.select(2, 0).fill_(float.NegativeInfinity); // label 0: unmarked positions
+            using Scalar sumFactor = sumWeight.ToScalar(), countFactor = (1 - sumWeight).ToScalar();
+            using Scalar labelsPerChannel = (window + 1).ToScalar(), channelCount = channels.ToScalar();
+            Tensor score = sums.mul_(sumFactor).add_(counts.mul_(countFactor));
+            score.select(2, 0).fill_(HeldScalars.Of(float.NegativeInfinity)); // label 0: unmarked positions
             Tensor best = score.view(p, -1).argmax(1);
-            Tensor bestChannel = best.div(window + 1, rounding_mode: RoundingMode.floor);
-            Tensor bestLabel = best.remainder(window + 1);
-            Tensor channel = arange(channels, dtype: int64, device: contributions.device).view(1, channels, 1);
+            Tensor bestChannel = best.div(labelsPerChannel, rounding_mode: RoundingMode.floor);
+            Tensor bestLabel = best.remainder(labelsPerChannel);
+            Tensor channel = arange(channelCount, dtype: int64, device: contributions.device).view(1, channels, 1);
             Tensor selected = labels.eq(bestLabel.view(p, 1, 1)).logical_and_(channel.eq(bestChannel.view(p, 1, 1)))
                 .logical_and_(marked.view(p, channels, window));
             return selected.view(p, channels * window).MoveToOuterDisposeScope();

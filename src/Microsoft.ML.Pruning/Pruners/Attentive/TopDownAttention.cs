@@ -5,6 +5,7 @@ using System.Collections.Generic;
 using System.Diagnostics;
 using System.Linq;
 using System.Threading;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Pruners.Common;
 using TorchSharp;
@@ -210,8 +211,8 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                 if (_settings.SuppressCompetitors)
                 {
                     // The other classes, gated by −p/Σp: the connections that hold them down are selected too.
-                    Tensor competitors = nn.functional.softmax(logits, 1).masked_fill(gate.gt(0), 0);
-                    gate = gate.sub(competitors.div(competitors.sum(1, keepdim: true).clamp_min(1e-12)));
+                    Tensor competitors = nn.functional.softmax(logits, 1).masked_fill(gate.gt(HeldScalars.Of(0)), HeldScalars.Of(0));
+                    gate = gate.sub(competitors.div(competitors.sum(1, keepdim: true).clamp_min(HeldScalars.Of(1e-12))));
                 }
                 Down(trace, gate);
             }
@@ -268,9 +269,9 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             private Tensor Residual(Step step, Tensor gate)
             {
                 // relu(body + shortcut): the gating splits by the positive parts of the two summands (the winners of a two-input unit).
-                Tensor body = step.BodyOutput!.clamp_min(0);
-                Tensor shortcut = step.ShortcutOutput!.clamp_min(0);
-                Tensor total = body.add(shortcut).clamp_min(1e-12);
+                Tensor body = step.BodyOutput!.clamp_min(HeldScalars.Of(0));
+                Tensor shortcut = step.ShortcutOutput!.clamp_min(HeldScalars.Of(0));
+                Tensor total = body.add(shortcut).clamp_min(HeldScalars.Of(1e-12));
                 Tensor below = Down(step.Body!, gate.mul(body).div_(total));
                 Tensor shortcutGate = gate.mul(shortcut).div_(total);
                 return below.add_(step.Shortcut!.Count == 0 ? shortcutGate : Down(step.Shortcut, shortcutGate));
@@ -287,8 +288,8 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
 
             private static Tensor GlobalAveragePool(Step step, Tensor gate)
             {
-                Tensor input = step.Input.clamp_min(0);
-                Tensor total = input.sum(new long[] { 2, 3 }, keepdim: true).clamp_min(1e-12);
+                Tensor input = step.Input.clamp_min(HeldScalars.Of(0));
+                Tensor total = input.sum(new long[] { 2, 3 }, keepdim: true).clamp_min(HeldScalars.Of(1e-12));
                 return input.div(total).mul_(gate.view(gate.shape[0], gate.shape[1], 1, 1));
             }
 
@@ -303,6 +304,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                 Tensor units = gate.nonzero(); // [P, 2]: image, unit
                 int offset = step.Path == _bridge ? _settings.BridgeOffset : _settings.LinearOffset;
                 long chunk = Math.Max(1, _settings.ChunkElements / columns);
+                using Scalar lowerBound = _settings.LinearLowerBound.ToScalar();
                 for (long start = 0; start < units.shape[0]; start += chunk)
                 {
                     using var scope = NewDisposeScope();
@@ -311,18 +313,18 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                     // A negatively gated unit (a competing class) is held down: its winners are its most negative contributions.
                     Tensor gated = gate.index(new[] { image, unit });
                     Tensor contributions = weight.index_select(0, unit).mul(input.index_select(0, image)).mul_(gated.sign().unsqueeze(1));
-                    Tensor active = contributions.sum(1).gt(_settings.LinearLowerBound);
+                    Tensor active = contributions.sum(1).gt(lowerBound);
                     Tensor marked = ConnectionSelection.Marked(contributions, ConnectionSelection.Threshold(contributions), _settings.LinearEpsilon);
                     Tensor selected = ConnectionSelection.SelectLinear(contributions, marked, offset).logical_and_(active.unsqueeze(1));
                     var (share, excitation) = Share(contributions, selected);
                     Tensor flow = share.mul(gated.abs().unsqueeze(1));
                     Accumulate(index, unit, share, selected, flow);
                     if (needBelow)
-                        below.index_add_(0, image, flow, 1);
+                        below.index_add_(0, image, flow, HeldScalars.Of(1));
                     if (_settings.Inhibitory)
                     {
-                        Tensor inhibition = contributions.neg().clamp_min_(0);
-                        Tensor inhibitory = ConnectionSelection.SelectLinear(inhibition, inhibition.gt(0), offset).logical_and_(active.unsqueeze(1));
+                        Tensor inhibition = contributions.neg().clamp_min_(HeldScalars.Of(0));
+                        Tensor inhibitory = ConnectionSelection.SelectLinear(inhibition, inhibition.gt(HeldScalars.Of(0)), offset).logical_and_(active.unsqueeze(1));
                         Tensor inhibitoryShare = inhibition.mul_(inhibitory.to(inhibition.dtype)).div_(excitation);
                         Accumulate(index, unit, inhibitoryShare, inhibitory, inhibitoryShare.mul(gated.abs().unsqueeze(1)));
                     }
@@ -338,7 +340,8 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                     && module is TorchSharp.Modules.BatchNorm2d norm)
                 {
                     // The unit's net input as the layer after sees it: the batch norm's scale γ/√(σ²+ε) per output channel.
-                    Tensor scale = norm.weight!.detach().div(norm.running_var!.add(norm.eps).sqrt());
+                    using Scalar epsilon = norm.eps.ToScalar();
+                    Tensor scale = norm.weight!.detach().div(norm.running_var!.add(epsilon).sqrt());
                     weight = weight.mul(scale.unsqueeze(1));
                 }
                 Tensor input = step.Input;
@@ -351,15 +354,16 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                 Tensor belowFields = needBelow ? zeros(images * positions, columns, dtype: gate.dtype, device: gate.device) : empty(0);
                 Tensor units = gate.reshape(images, conv.OutChannels, positions).nonzero(); // [P, 3]: image, channel, position
                 long chunk = Math.Max(1, _settings.ChunkElements / columns);
+                using Scalar lowerBound = _settings.ConvolutionLowerBound.ToScalar(), positionCount = positions.ToScalar();
                 for (long start = 0; start < units.shape[0]; start += chunk)
                 {
                     using var scope = NewDisposeScope();
                     Tensor part = units.narrow(0, start, Math.Min(chunk, units.shape[0] - start));
                     Tensor image = part.select(1, 0), channel = part.select(1, 1), position = part.select(1, 2);
-                    Tensor field = image.mul(positions).add_(position);
+                    Tensor field = image.mul(positionCount).add_(position);
                     Tensor gated = gate.view(images, conv.OutChannels, positions).index(new[] { image, channel, position });
                     Tensor contributions = weight.index_select(0, channel).mul(fields.index_select(0, field)).mul_(gated.sign().unsqueeze(1));
-                    Tensor active = contributions.sum(1).gt(_settings.ConvolutionLowerBound);
+                    Tensor active = contributions.sum(1).gt(lowerBound);
                     Tensor marked = ConnectionSelection.Marked(contributions, ConnectionSelection.Threshold(contributions), _settings.ConvolutionEpsilon);
                     Tensor selected = ConnectionSelection.SelectConvolution(contributions, marked, conv.InChannels, conv.KernelSize, _settings.ComponentSumWeight)
                         .logical_and_(active.unsqueeze(1));
@@ -367,11 +371,11 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                     Tensor flow = share.mul(gated.abs().unsqueeze(1));
                     Accumulate(index, channel, share, selected, flow);
                     if (needBelow)
-                        belowFields.index_add_(0, field, flow, 1);
+                        belowFields.index_add_(0, field, flow, HeldScalars.Of(1));
                     if (_settings.Inhibitory)
                     {
-                        Tensor inhibition = contributions.neg().clamp_min_(0);
-                        Tensor inhibitory = ConnectionSelection.SelectConvolution(inhibition, inhibition.gt(0), conv.InChannels, conv.KernelSize,
+                        Tensor inhibition = contributions.neg().clamp_min_(HeldScalars.Of(0));
+                        Tensor inhibitory = ConnectionSelection.SelectConvolution(inhibition, inhibition.gt(HeldScalars.Of(0)), conv.InChannels, conv.KernelSize,
                             _settings.ComponentSumWeight).logical_and_(active.unsqueeze(1));
                         Tensor inhibitoryShare = inhibition.mul_(inhibitory.to(inhibition.dtype)).div_(excitation);
                         Accumulate(index, channel, inhibitoryShare, inhibitory, inhibitoryShare.mul(gated.abs().unsqueeze(1)));
@@ -388,16 +392,17 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             private static (Tensor Share, Tensor Excitation) Share(Tensor contributions, Tensor selected)
             {
                 Tensor kept = contributions.mul(selected.to(contributions.dtype));
-                Tensor excitation = kept.sum(1, keepdim: true).clamp_min(1e-30);
+                Tensor excitation = kept.sum(1, keepdim: true).clamp_min(HeldScalars.Of(1e-30));
                 return (kept.div(excitation), excitation);
             }
 
             private void Accumulate(int index, Tensor unit, Tensor share, Tensor selected, Tensor flow)
             {
-                _flow[index].view(_flow[index].shape[0], -1).index_add_(0, unit, flow.to(float64), 1);
+                Scalar one = HeldScalars.Of(1);
+                _flow[index].view(_flow[index].shape[0], -1).index_add_(0, unit, flow.to(float64), one);
                 long rows = _mass[index].shape[0];
-                _mass[index].view(rows, -1).index_add_(0, unit, share.to(float64), 1);
-                _hits[index].view(rows, -1).index_add_(0, unit, selected.to(float64), 1);
+                _mass[index].view(rows, -1).index_add_(0, unit, share.to(float64), one);
+                _hits[index].view(rows, -1).index_add_(0, unit, selected.to(float64), one);
             }
 
             private static string ScopeOf(string path)

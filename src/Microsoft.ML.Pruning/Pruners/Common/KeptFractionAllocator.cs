@@ -3,6 +3,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using Microsoft.ML.Pruning.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -61,7 +62,11 @@ namespace Microsoft.ML.Pruning.Pruners.Common
             using (NewDisposeScope())
             {
                 Tensor all = cat(free.Select(i => scores(i).flatten().to(float64)).ToArray());
-                Tensor layerIndex = cat(free.Select((i, position) => full(layers[i].Count, (long)position)).ToArray());
+                Tensor layerIndex = cat(free.Select((i, position) =>
+                {
+                    using Scalar owner = ((long)position).ToScalar();
+                    return full(layers[i].Count, owner);
+                }).ToArray());
                 var (_, order) = all.sort(descending: true, stable: true);
                 owner = layerIndex.index_select(0, order).to(int32).data<int>().ToArray();
             }

@@ -3,6 +3,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Networks;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -85,7 +86,7 @@ namespace Microsoft.ML.Pruning.Pruners.Common
                     _pruned[name] = pruned.to(parameter.device).DetachFromDisposeScope();
                     pruned.Dispose();
                 }
-                parameter.masked_fill_(_pruned[name], 0);
+                parameter.masked_fill_(_pruned[name], HeldScalars.Of(0));
             }
         }
 

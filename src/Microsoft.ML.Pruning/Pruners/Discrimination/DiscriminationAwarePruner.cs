@@ -4,6 +4,7 @@ using System;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Linq;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Pruners.Channels;
 using Microsoft.ML.Pruning.Pruners.Common;
@@ -334,6 +335,7 @@ namespace Microsoft.ML.Pruning.Pruners
                 }
 
                 // L over the selection images (mean of the batch means), with gradients accumulated into the weight.
+                using Scalar lambda = _options.Lambda.ToScalar();
                 double Pass(bool step, ParameterUpdate? optimizer)
                 {
                     double total = 0;
@@ -347,7 +349,7 @@ namespace Microsoft.ML.Pruning.Pruners
                         var (final, perHead) = first > 0 ? heads.Forward(inputs[batches], first, last) : heads.Forward(selection.Images.narrow(0, start, length), last);
                         Tensor labels = selection.Labels.narrow(0, start, length);
                         Tensor loss = nn.functional.mse_loss(output!, targets[batches])
-                            + nn.functional.cross_entropy(head >= 0 ? perHead[head]! : final, labels) * _options.Lambda;
+                            + nn.functional.cross_entropy(head >= 0 ? perHead[head]! : final, labels).mul(lambda);
                         loss.backward();
                         if (optimizer is not null)
                         {
@@ -373,11 +375,11 @@ namespace Microsoft.ML.Pruning.Pruners
                     using (no_grad())
                     using (NewDisposeScope())
                     {
-                        Tensor scores = weight.grad!.pow(2).sum(new long[] { 2, 3 }).sqrt().sum(new long[] { 0 }).to_type(ScalarType.Float64);
-                        scores.masked_fill_(inputMask, double.NegativeInfinity);
+                        Tensor scores = weight.grad!.pow(HeldScalars.Of(2)).sum(new long[] { 2, 3 }).sqrt().sum(new long[] { 0 }).to_type(ScalarType.Float64);
+                        scores.masked_fill_(inputMask, HeldScalars.Of(double.NegativeInfinity));
                         best = scores.argmax().item<long>();
                         Tensor index = tensor(new[] { best }, device: weight.device);
-                        inputMask.index_fill_(0, index, true);
+                        inputMask.index_fill_(0, index, HeldScalars.Of(true));
                         weight.index_copy_(1, index, pretrained.index_select(1, index));
                     }
                     selected.Add(best);

@@ -4,6 +4,7 @@ using System;
 using System.Collections.Generic;
 using System.Linq;
 using System.Threading;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Pruners.Common;
 using TorchSharp;
@@ -40,8 +41,9 @@ namespace Microsoft.ML.Pruning.Pruners.LayerwiseObs
         public Tensor Psi(int index)
         {
             using var scope = NewDisposeScope();
-            Tensor mean = _sums[index].div(Math.Max(1, _counts[index]));
-            return mean.add(mean.mT).div_(2).MoveToOuterDisposeScope();
+            using Scalar count = Math.Max(1, _counts[index]).ToScalar();
+            Tensor mean = _sums[index].div(count);
+            return mean.add(mean.mT).div_(HeldScalars.Of(2)).MoveToOuterDisposeScope();
         }
 
         /// <summary>Runs <paramref name="images"/> through <paramref name="network"/> in evaluation mode and accumulates Ψ per layer.</summary>

@@ -4,6 +4,7 @@ using System;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Linq;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Pruners.Common;
 using Microsoft.ML.Pruning.Pruners.LayerwiseObs;
@@ -179,7 +180,7 @@ namespace Microsoft.ML.Pruning.Pruners
             Tensor weight = solution.Weight.narrow(1, 0, prunable).to(float32);
             Tensor kept = solution.Kept.view(layer.Weight.shape).to(layer.Weight.device);
             layer.Weight.copy_(weight.view(layer.Weight.shape));
-            layer.Weight.masked_fill_(kept.logical_not(), 0);
+            layer.Weight.masked_fill_(kept.logical_not(), HeldScalars.Of(0));
             layer.Bias?.copy_(solution.Weight.select(1, prunable).to(float32));
             mask.Set(layer.WeightName, kept);
 
@@ -231,7 +232,8 @@ namespace Microsoft.ML.Pruning.Pruners
                 Tensor hessian = null!, factor = null!;
                 for (int attempt = 0; ; attempt++)
                 {
-                    hessian = psi.add(eye(psi.shape[0], dtype: float64, device: psi.device).mul_(lambda));
+                    using Scalar diagonalShift = lambda.ToScalar();
+                    hessian = psi.add(eye(psi.shape[0], dtype: float64, device: psi.device).mul_(diagonalShift));
                     var (lower, info) = linalg.cholesky_ex(hessian);
                     if (info.max().item<int>() == 0)
                     {
@@ -247,7 +249,8 @@ namespace Microsoft.ML.Pruning.Pruners
                 Tensor unitEnergy = weight.matmul(psi).mul(weight).sum(1);
                 double energy = unitEnergy.sum().item<double>();
                 double meanUnitEnergy = Math.Max(energy / rows, double.Epsilon);
-                Tensor relative = weight.narrow(1, 0, columns).square().div(inverse.diagonal().narrow(0, 0, columns).unsqueeze(0)).div_(meanUnitEnergy);
+                using Scalar energyScale = meanUnitEnergy.ToScalar();
+                Tensor relative = weight.narrow(1, 0, columns).square().div(inverse.diagonal().narrow(0, 0, columns).unsqueeze(0)).div_(energyScale);
                 return new LayerFactors(weight.MoveToOuterDisposeScope(), psi, hessian.MoveToOuterDisposeScope(),
                     inverse.MoveToOuterDisposeScope(), relative.MoveToOuterDisposeScope(), energy);
             }
@@ -259,8 +262,9 @@ namespace Microsoft.ML.Pruning.Pruners
                 long rows = Weight.shape[0];
                 // 2L_q / Σ_r w_rᵀΨw_r = RelativeSaliency / rows.
                 var (ascending, _) = RelativeSaliency.flatten().sort();
-                Tensor cumulative = ascending.div(rows).cumsum(0);
-                return cumulative.le(tolerance).sum().item<long>();
+                using Scalar rowCount = rows.ToScalar(), bound = tolerance.ToScalar();
+                Tensor cumulative = ascending.div(rowCount).cumsum(0);
+                return cumulative.le(bound).sum().item<long>();
             }
 
             public void Dispose()

@@ -1,6 +1,7 @@
 // Licensed under the MIT license.
 
 using System;
+using Microsoft.ML.Pruning.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -85,7 +86,7 @@ namespace Microsoft.ML.Pruning.Pruners.LayerwiseObs
                 {
                     Tensor saliency = w1.square().div(u1.diagonal().square().unsqueeze(0));
                     var (_, lowest) = saliency.flatten().topk((int)blockCounts[block], largest: false, sorted: false);
-                    prune1.index_fill_(0, lowest, true);
+                    prune1.index_fill_(0, lowest, HeldScalars.Of(true));
                 }
                 prune1 = prune1.view(rows, n);
                 kept.narrow(1, b1, n).copy_(prune1.logical_not());
@@ -119,7 +120,7 @@ namespace Microsoft.ML.Pruning.Pruners.LayerwiseObs
 
             if (exactReconstruction)
                 w = Reconstruct(hessian, inverse, original, kept);
-            w.narrow(1, 0, p).masked_fill_(kept.logical_not(), 0);
+            w.narrow(1, 0, p).masked_fill_(kept.logical_not(), HeldScalars.Of(0));
             return new ObsLayerSolution(w.MoveToOuterDisposeScope(), kept.MoveToOuterDisposeScope());
         }
 
@@ -147,14 +148,15 @@ namespace Microsoft.ML.Pruning.Pruners.LayerwiseObs
             var (sortedFlags, order) = selected.to(int32).sort(1, descending: true, stable: true);
             Tensor solution = zeros(rows, d, dtype: float64, device: original.device);
             long chunk = Math.Max(1, SystemElements / Math.Max(1, k * k));
+            using Scalar columnCount = d.ToScalar();
             for (long r0 = 0; r0 < rows; r0 += chunk)
             {
                 using var chunkScope = NewDisposeScope();
                 long r = Math.Min(chunk, rows - r0);
                 Tensor index = order.narrow(0, r0, r).narrow(1, 0, k);
                 Tensor valid = sortedFlags.narrow(0, r0, r).narrow(1, 0, k).to(float64);
-                Tensor system = matrix.index_select(0, index.unsqueeze(2).mul(d).add(index.unsqueeze(1)).flatten()).view(r, k, k);
-                system = system.mul(valid.unsqueeze(2).mul(valid.unsqueeze(1))).add_(diag_embed(valid.neg().add(1)));
+                Tensor system = matrix.index_select(0, index.unsqueeze(2).mul(columnCount).add(index.unsqueeze(1)).flatten()).view(r, k, k);
+                system = system.mul(valid.unsqueeze(2).mul(valid.unsqueeze(1))).add_(diag_embed(valid.neg().add(HeldScalars.Of(1))));
                 Tensor b = rightHandSide.narrow(0, r0, r).gather(1, index).mul(valid).unsqueeze(2);
                 Tensor x = cholesky_solve(b, linalg.cholesky(system)).squeeze(2).mul(valid);
                 solution.narrow(0, r0, r).scatter_(1, index, x);
@@ -174,7 +176,8 @@ namespace Microsoft.ML.Pruning.Pruners.LayerwiseObs
                 return counts;
             using var scope = NewDisposeScope();
             var (_, lowest) = sensitivity.flatten().topk((int)pruneCount, largest: false, sorted: false);
-            long[] columns = lowest.remainder(p).div(blockSize, rounding_mode: RoundingMode.floor).bincount(null, blocks).to(int64).data<long>().ToArray();
+            using Scalar columnCount = p.ToScalar(), columnsPerBlock = blockSize.ToScalar();
+            long[] columns = lowest.remainder(columnCount).div(columnsPerBlock, rounding_mode: RoundingMode.floor).bincount(null, blocks).to(int64).data<long>().ToArray();
             Array.Copy(columns, counts, blocks);
             return counts;
         }

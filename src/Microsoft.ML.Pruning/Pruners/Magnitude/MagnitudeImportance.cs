@@ -1,6 +1,7 @@
 // Licensed under the MIT license.
 
 using System.Collections.Generic;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Pruners.Common;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -26,7 +27,7 @@ namespace Microsoft.ML.Pruning.Pruners.Magnitude
             if (keptCount > 0)
             {
                 var (_, largest) = scores.topk((int)keptCount, largest: true, sorted: false);
-                kept.index_fill_(0, largest, true);
+                kept.index_fill_(0, largest, HeldScalars.Of(true));
             }
             return kept.view(layer.Weight.shape).MoveToOuterDisposeScope();
         }

@@ -3,6 +3,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Networks.Layers;
 using TorchSharp;
@@ -73,7 +74,7 @@ namespace Microsoft.ML.Pruning.Pruners.ShiftAttention
                     {
                         AttentionHardening.ArgMax => nn.functional.one_hot(probabilities.argmax(2), module.KernelSize * module.KernelSize).to_type(ScalarType.Float32),
                         // torch.round sends exactly 0.5 to 0 (half to even), hence a strict comparison.
-                        AttentionHardening.Round => probabilities.gt(0.5).to_type(ScalarType.Float32),
+                        AttentionHardening.Round => probabilities.gt(HeldScalars.Of(0.5)).to_type(ScalarType.Float32),
                         _ => throw new ArgumentOutOfRangeException(nameof(mode), mode, "Unknown hardening."),
                     };
                 }
@@ -245,8 +246,9 @@ namespace Microsoft.ML.Pruning.Pruners.ShiftAttention
             int taps = kernelSize * kernelSize;
             // One non-zero term per pair, so the sum is the tap's weight exactly.
             Tensor weight = (kernel.reshape(outChannels, inChannels, taps) * mask).sum(2);
-            Tensor taken = mask.sum(2).gt(0);
-            Tensor tap = where(taken, mask.argmax(2), full_like(taken, taps / 2, ScalarType.Int64));
+            Tensor taken = mask.sum(2).gt(HeldScalars.Of(0));
+            using Scalar centre = (taps / 2).ToScalar();
+            Tensor tap = where(taken, mask.argmax(2), full_like(taken, centre, ScalarType.Int64));
             Tensor shifts = (mask.shape[0] == 1 ? tap.squeeze(0) : tap).to_type(ScalarType.Byte);
             return (weight, shifts);
         }

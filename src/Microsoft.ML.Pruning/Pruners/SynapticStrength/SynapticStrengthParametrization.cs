@@ -3,6 +3,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Training;
 using TorchSharp;
@@ -61,7 +62,8 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
                     Tensor norms = weight.square().sum(new long[] { 2, 3 }, keepdim: true).sqrt();
                     long taps = weight.shape[2] * weight.shape[3];
                     // A kernel that is all zero gets strength 0 and a uniform direction.
-                    Tensor direction = where(norms > 0, weight / norms.clamp_min(1e-30), full_like(weight, 1 / Math.Sqrt(taps)));
+                    using Scalar uniform = (1 / Math.Sqrt(taps)).ToScalar();
+                    Tensor direction = where(norms.gt(HeldScalars.Of(0)), weight / norms.clamp_min(HeldScalars.Of(1e-30)), full_like(weight, uniform));
                     var strength = new TorchSharp.Modules.Parameter(norms.squeeze(-1).squeeze(-1).clone().DetachFromDisposeScope());
                     var unit = new TorchSharp.Modules.Parameter(direction.clone().DetachFromDisposeScope());
                     result._layers.Add(new Connection(path, weight, strength, unit));
@@ -125,7 +127,7 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
             long zero = 0, all = 0;
             foreach (Connection c in _layers)
             {
-                zero += c.Strength.eq(0).sum().item<long>();
+                zero += c.Strength.eq(HeldScalars.Of(0)).sum().item<long>();
                 all += c.Strength.numel();
             }
             return all == 0 ? 0 : (double)zero / all;
@@ -166,7 +168,7 @@ namespace Microsoft.ML.Pruning.Pruners.SynapticStrength
                 }
                 TorchSharp.Modules.Parameter gamma = parameters[norms[0].Path + ".weight"], beta = parameters[norms[0].Path + ".bias"];
                 Tensor magnitude = gamma.abs();
-                Tensor foldable = magnitude > 1e-12;
+                Tensor foldable = magnitude.gt(HeldScalars.Of(1e-12));
                 Tensor scale = where(foldable, magnitude, ones_like(magnitude));
                 beta.div_(scale);
                 gamma.copy_(where(foldable, gamma.sign(), gamma));

@@ -4,6 +4,7 @@ using System;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Linq;
+using Microsoft.ML.Pruning.Native;
 using Microsoft.ML.Pruning.Networks;
 using Microsoft.ML.Pruning.Pruners.Common;
 using Microsoft.ML.Pruning.Pruners.SynapticStrength;
@@ -157,10 +158,13 @@ namespace Microsoft.ML.Pruning.Pruners
         /// </summary>
         internal static Tensor BreakTies(Tensor scores, Tensor fallback)
         {
-            Tensor positive = scores.masked_select(scores.gt(0));
+            Tensor positive = scores.masked_select(scores.gt(HeldScalars.Of(0)));
             double smallest = positive.numel() > 0 ? positive.min().item<double>() : 1;
             double largest = fallback.max().item<double>();
-            return largest > 0 ? scores + fallback / largest * (smallest * 1e-6) : scores;
+            if (largest <= 0)
+                return scores;
+            using Scalar largestScalar = largest.ToScalar(), tieScale = (smallest * 1e-6).ToScalar();
+            return scores + fallback.div(largestScalar).mul_(tieScale);
         }
 
         /// <summary>
@@ -230,14 +234,14 @@ namespace Microsoft.ML.Pruning.Pruners
                     scoreScope.Attach(scores);
                     var units = paths.Select((p, i) => new KeptFractionAllocator.Unit(p, scores[i].numel())).ToArray();
                     long[] counts = KeptFractionAllocator.Allocate(units, _options.KeptFraction, null, _options.Allocation,
-                        i => scores[i] / scores[i].mean().clamp_min(1e-30));
+                        i => scores[i] / scores[i].mean().clamp_min(HeldScalars.Of(1e-30)));
                     for (int l = 0; l < paths.Count; l++)
                     {
                         Tensor score = scores[l];
                         long outputs = score.shape[0], inputs = score.shape[1];
                         // Stable descending order: ties keep the lower connection index.
                         var (_, order) = score.flatten().sort(descending: true, stable: true);
-                        Tensor chosen = zeros(score.numel(), dtype: ScalarType.Bool).index_fill_(0, order.narrow(0, 0, counts[l]), true).view(outputs, inputs);
+                        Tensor chosen = zeros(score.numel(), dtype: ScalarType.Bool).index_fill_(0, order.narrow(0, 0, counts[l]), HeldScalars.Of(true)).view(outputs, inputs);
                         var weight = state[paths[l] + ".weight"];
                         mask.Set(paths[l] + ".weight", chosen.unsqueeze(-1).unsqueeze(-1).expand(weight.shape).contiguous());
                         mask.KernelSparseLayers.Add(paths[l]);
