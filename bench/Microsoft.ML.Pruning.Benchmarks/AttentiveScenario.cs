@@ -25,7 +25,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
     /// are cached in artifacts/bench/models, so a rerun only re-times them.
     /// </summary>
     /// <remarks>
-    /// Variants of attentive pruning: <c>--score mass|hits|flow|massmagnitude</c>, <c>--allocation global|uniform</c>,
+    /// Variants of attentive pruning: <c>--score mass|hits|flow|massmagnitude|boostedmagnitude</c>, <c>--allocation global|uniform</c>,
     /// <c>--layer-budgets magnitude</c> (<see cref="AttentionBudgets.Magnitude"/>: each layer keeps as many weights as
     /// magnitude pruning's global allocation gives it; the attention only ranks within layers). <c>--rounds R</c>:
     /// attentive and magnitude pruning in R prune/retrain rounds of N epochs each, L-OBS once with R·N epochs, so that
@@ -54,6 +54,9 @@ namespace Microsoft.ML.Pruning.Benchmarks
             int rounds = BenchArgs.Option(args, "--rounds", 1);
             if (rounds < 1)
                 throw new ArgumentException($"--rounds must be at least 1; got {rounds}");
+            // Another seed changes what pruning and retraining draw (calibration images, batch order, augmentation), not the dense model.
+            int seed = BenchArgs.Option(args, "--seed", 1);
+            bool skipTiming = args.Contains("--skip-timing");
             int calibration = int.Parse(BenchArgs.List(args, "--calibration", quick ? "1000" : "2000")[0], CultureInfo.InvariantCulture);
             AttentionScore score = Enum.Parse<AttentionScore>(BenchArgs.List(args, "--score", nameof(AttentionScore.Mass))[0], ignoreCase: true);
             // Attentive pruning with magnitude pruning's per-layer budgets (its global allocation at the same kept fraction):
@@ -76,6 +79,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 IDataView train = ml.Data.Cache(FashionMnist.LoadTrain(ml, trainRows));
                 IDataView test = ml.Data.Cache(FashionMnist.LoadTest(ml, testRows));
                 ITransformer dense = ChannelsScenario.DenseModel(ml, train, architecture, slimming: false, quick, denseEpochsOption, tag);
+                MLContext pruningContext = seed == 1 ? ml : new MLContext(seed);
                 int denseEpochs = denseEpochsOption ?? TrainScenario.Recipe(architecture, quick).Epochs;
                 // One epoch at the lobs scenario's rate for the LeNets; the VGG at its training rate.
                 double learningRate = architecture == ImageClassifierArchitecture.VggSmall ? 0.05 : 0.1;
@@ -125,7 +129,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                             int methodEpochs = method == "lobs" ? epochs * rounds : epochs;
                             string retrain = (methodEpochs == 0 ? "none" : methodEpochs == 1 ? "1epoch" : $"{methodEpochs}epochs") + (methodRounds > 1 ? $"-{methodRounds}rounds" : "");
                             string cached = Path.Combine(directory, FormattableString.Invariant(
-                                $"attentive-pruned-{model}{tag}-{method}-{fraction:0.00}-{retrain}{(method == "attentive" ? $"-c{calibration}{(score == AttentionScore.Mass ? "" : "-" + score.ToString().ToLowerInvariant())}{(allocation == LayerAllocation.Global ? "" : "-" + allocation.ToString().ToLowerInvariant())}{(magnitudeBudgets ? "-mbudgets" : "")}" : "")}{(quick ? "-quick" : "")}.zip"));
+                                $"attentive-pruned-{model}{tag}-{method}-{fraction:0.00}-{retrain}{(method == "attentive" ? $"-c{calibration}{(score == AttentionScore.Mass ? "" : "-" + score.ToString().ToLowerInvariant())}{(allocation == LayerAllocation.Global ? "" : "-" + allocation.ToString().ToLowerInvariant())}{(magnitudeBudgets ? "-mbudgets" : "")}" : "")}{(seed != 1 ? $"-seed{seed}" : "")}{(quick ? "-quick" : "")}.zip"));
                             ITransformer? pruned;
                             double pruneSeconds, fitSeconds;
                             double? imagesPerSecond;
@@ -141,17 +145,17 @@ namespace Microsoft.ML.Pruning.Benchmarks
                                 var clock = Stopwatch.StartNew();
                                 IEstimator<ITransformer> pruner = method switch
                                 {
-                                    "attentive" => ml.Transforms.PruneAttentive(dense, new AttentivePruner.Options
+                                    "attentive" => pruningContext.Transforms.PruneAttentive(dense, new AttentivePruner.Options
                                     {
                                         KeptFraction = fraction, CalibrationImages = calibration, Score = score, Allocation = allocation, RetrainEpochs = methodEpochs, LearningRate = learningRate, PruningRounds = methodRounds,
                                         LayerBudgets = magnitudeBudgets ? AttentionBudgets.Magnitude : AttentionBudgets.Attention,
                                         PruningCompleted = r => report = r,
                                     }),
-                                    "magnitude" => ml.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options
+                                    "magnitude" => pruningContext.Transforms.PruneMagnitude(dense, new MagnitudePruner.Options
                                     {
                                         KeptFraction = fraction, RetrainEpochs = methodEpochs, LearningRate = learningRate, PruningRounds = methodRounds, PruningCompleted = r => report = r,
                                     }),
-                                    _ => ml.Transforms.PruneLayerwiseObs(dense, new LayerwiseObsPruner.Options
+                                    _ => pruningContext.Transforms.PruneLayerwiseObs(dense, new LayerwiseObsPruner.Options
                                     {
                                         KeptFraction = fraction, RetrainEpochs = methodEpochs, LearningRate = learningRate, PruningCompleted = r => report = r,
                                     }),
@@ -172,6 +176,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                             row.TopdownImagesPerS = method == "attentive" ? imagesPerSecond : null;
                             row.Criterion = method == "attentive" ? score.ToString().ToLowerInvariant() + (allocation == LayerAllocation.Global ? "" : "-" + allocation.ToString().ToLowerInvariant()) + (magnitudeBudgets ? "-magnitude-budgets" : "") : null;
                             row.MacsRatio = (double)denseRow.Macs! / row.Macs;
+                            row.Seed = seed != 1 ? seed : null;
                             row.KeptFraction = Math.Round(fraction, 4);
                             rows.Add(row);
                             Console.WriteLine(FormattableString.Invariant(
@@ -183,8 +188,11 @@ namespace Microsoft.ML.Pruning.Benchmarks
                     }
                 }
 
-                Console.WriteLine($"== {model}: speed on the compact runtime, in turns");
-                TimeInTurns(timed, quick);
+                if (!skipTiming)
+                {
+                    Console.WriteLine($"== {model}: speed on the compact runtime, in turns");
+                    TimeInTurns(timed, quick);
+                }
                 results.ForEach(ModelCache.DisposeAll);
                 ModelCache.DisposeAll(dense);
             }
@@ -195,7 +203,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
                 {
                     double? denseAccuracy = rows.First(d => d.Model == r.Model && d.Method == "dense").Accuracy;
                     double? bestOther = r.Method == "attentive"
-                        ? rows.Where(o => o.Model == r.Model && o.FinetuneEpochs == r.FinetuneEpochs && o.KeptFraction == r.KeptFraction && o.Method is "magnitude" or "lobs")
+                        ? rows.Where(o => o.Model == r.Model && o.FinetuneEpochs == r.FinetuneEpochs && o.KeptFraction == r.KeptFraction && o.Seed == r.Seed && o.Method is "magnitude" or "lobs")
                             .Select(o => o.Accuracy).DefaultIfEmpty(null).Max()
                         : null;
                     return (IReadOnlyList<string>)new[]

@@ -79,7 +79,7 @@ namespace Microsoft.ML.Pruning.Benchmarks
 
         /// <summary>
         /// Writes artifacts/bench/&lt;scenario&gt;.json. Rows of earlier runs for another model, method, layer, epoch
-        /// count, quick-ness, width, backend, criterion, MACs target, connection target, seed or allocation are kept, so a scenario can be run one model (or one training length, or one width) at a time.
+        /// count, quick-ness, width, backend, criterion, MACs target, connection target, seed, allocation, kept fraction or retraining are kept, so a scenario can be run one model (or one training length, or one width) at a time.
         /// </summary>
         public static string Write(string scenario, IReadOnlyList<BenchRow> rows)
         {
@@ -87,7 +87,8 @@ namespace Microsoft.ML.Pruning.Benchmarks
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
             var merged = new List<BenchRow>(Read(scenario).Where(p => !rows.Any(r => r.Model == p.Model && r.Method == p.Method && r.Layer == p.Layer
                 && r.Epochs == p.Epochs && r.Quick == p.Quick && r.Width == p.Width && r.Backend == p.Backend && r.Criterion == p.Criterion
-                && r.TargetMacsReduction == p.TargetMacsReduction && r.TargetKeptConnections == p.TargetKeptConnections && r.Seed == p.Seed && r.Allocation == p.Allocation)));
+                && r.TargetMacsReduction == p.TargetMacsReduction && r.TargetKeptConnections == p.TargetKeptConnections && r.Seed == p.Seed && r.Allocation == p.Allocation
+                && r.KeptFraction == p.KeptFraction && r.Retrain == p.Retrain)));
             merged.AddRange(rows);
             File.WriteAllText(path, JsonSerializer.Serialize(merged, s_json));
             return path;

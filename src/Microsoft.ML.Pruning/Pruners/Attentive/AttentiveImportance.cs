@@ -35,6 +35,17 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             }).clone();
             if (score == AttentionScore.MassMagnitude)
                 s.mul_(magnitude);
+            else if (score == AttentionScore.BoostedMagnitude)
+            {
+                double meanMass = s.mean().item<double>();
+                if (meanMass > 0)
+                {
+                    using Scalar inverseMean = (1 / meanMass).ToScalar();
+                    s.mul_(inverseMean).add_(HeldScalars.Of(1)).mul_(magnitude);
+                }
+                else
+                    s = magnitude.clone();
+            }
             if (relative)
             {
                 double total = s.sum().item<double>();

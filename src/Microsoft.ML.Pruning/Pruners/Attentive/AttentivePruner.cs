@@ -34,6 +34,15 @@ namespace Microsoft.ML.Pruning.Pruners
         /// pass selects equally often the larger ones survive (retraining recovers them better).
         /// </summary>
         MassMagnitude,
+
+        /// <summary>
+        /// |w| raised by the attention: <c>|w| · (1 + mass / m̄)</c>, with m̄ the layer's mean gating mass. A connection the pass
+        /// never selected keeps its magnitude (the pass selects one region of one input channel per convolution unit, so on
+        /// wide layers most connections go unselected over any calibration set); one selected as often as the layer's average
+        /// counts twice its size. Where <see cref="MassMagnitude"/> ranks every unselected connection below every selected
+        /// one, this keeps large unselected weights ahead of small selected ones.
+        /// </summary>
+        BoostedMagnitude,
     }
 
     /// <summary>How many connections each layer keeps under <see cref="LayerAllocation.Global"/>.</summary>

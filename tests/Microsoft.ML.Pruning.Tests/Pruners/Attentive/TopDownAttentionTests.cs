@@ -173,6 +173,14 @@ namespace Microsoft.ML.Pruning.Tests.Pruners.Attentive
             Assert.IsTrue(scores[8] > scores[9], "among the connections never selected, the larger weight ranks first");
             foreach (int zero in new[] { 1, 2, 3, 4, 6, 7 })
                 Assert.AreEqual(-1, scores[zero], $"zero weight {zero}");
+
+            // Boosted magnitude, |w|·(1 + mass / m̄) with m̄ = 3/12: 15, 5 and 5 for the selected connections; those never
+            // selected keep |w| (1, 0.1, 1), so a large unselected weight can outrank a small selected one.
+            using Tensor boosted = AttentiveImportance.Scores(attention, 0, layers[0], Microsoft.ML.Pruning.Pruners.AttentionScore.BoostedMagnitude, relative: false);
+            double[] boost = boosted.data<double>().ToArray();
+            double[] expectedBoost = { 15, -1, -1, -1, -1, 5, -1, -1, 1, 0.1, 1, 5 };
+            for (int i = 0; i < expectedBoost.Length; i++)
+                Assert.AreEqual(expectedBoost[i], boost[i], 1e-5, $"boosted score {i}");
         }
 
         [TestMethod]
