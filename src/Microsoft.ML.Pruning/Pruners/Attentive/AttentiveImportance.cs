@@ -67,6 +67,17 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             return s.MoveToOuterDisposeScope();
         }
 
+        /// <summary>The fraction of layer <paramref name="index"/>'s non-zero weights that the pass selected at least once.</summary>
+        public static double SelectedFraction(TopDownAttention attention, int index, PrunableLayer layer)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            Tensor nonZero = layer.Weight.detach().ne(HeldScalars.Of(0)).to(attention.Hits(index).device);
+            long weights = nonZero.sum().item<long>();
+            long selected = attention.Hits(index).gt(HeldScalars.Of(0)).logical_and_(nonZero).sum().item<long>();
+            return weights == 0 ? 0 : (double)selected / weights;
+        }
+
         /// <summary>The mask keeping the <paramref name="keptCount"/> highest scores of <paramref name="scores"/>.</summary>
         public static Tensor KeepHighest(Tensor scores, long keptCount)
         {

@@ -250,6 +250,7 @@ namespace Microsoft.ML.Pruning.Pruners
                     var settings = new TopDownSettings { FromPrediction = _options.Start == AttentionStart.Prediction, SuppressCompetitors = _options.SuppressCompetitors,
                         Inhibitory = _options.InhibitoryConnections };
                     var elapsed = new TimeSpan[layers.Count];
+                    var selected = new double[layers.Count];
                     TimeSpan passTime = TimeSpan.Zero;
                     long passImages = 0;
                     int rounds = _options.PruningRounds;
@@ -271,6 +272,11 @@ namespace Microsoft.ML.Pruning.Pruners
                         context.Channel.Info(MessageSensitivity.None,
                             FormattableString.Invariant($"Round {round}: top-down attention over {attention.Images:N0} images in {attention.Elapsed.TotalSeconds:F2} s ({attention.ImagesPerSecond:N0} images/s)."));
 
+                        if (round == 1)
+                        {
+                            for (int i = 0; i < layers.Count; i++)
+                                selected[i] = AttentiveImportance.SelectedFraction(attention, i, layers[i]);
+                        }
                         var layerFractions = fixedFractions?.ToDictionary(kv => kv.Key, kv => Math.Pow(kv.Value, exponent), StringComparer.Ordinal);
                         long[] keptCounts = AttentiveImportance.Allocate(attention, layers, Math.Pow(_options.KeptFraction, exponent), layerFractions,
                             _options.Allocation, _options.Score);
@@ -291,7 +297,10 @@ namespace Microsoft.ML.Pruning.Pruners
                     context.CalibrationTime = passTime;
                     context.CalibrationImagesPerSecond = passImages / Math.Max(passTime.TotalSeconds, 1e-9);
                     for (int i = 0; i < layers.Count; i++)
-                        context.Results.Add(new LayerPruningResult(layers[i].Path, layers[i].Count, mask.Kept(layers[i].WeightName), null, elapsed[i]));
+                        context.Results.Add(new LayerPruningResult(layers[i].Path, layers[i].Count, mask.Kept(layers[i].WeightName), null, elapsed[i])
+                        {
+                            SelectedFraction = selected[i],
+                        });
                 }
                 return mask;
             }

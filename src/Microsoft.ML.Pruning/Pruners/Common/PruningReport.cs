@@ -21,6 +21,12 @@ namespace Microsoft.ML.Pruning.Pruners
     {
         /// <summary>Kept weights over weights.</summary>
         public double KeptFraction => Weights == 0 ? 1 : (double)KeptWeights / Weights;
+
+        /// <summary>
+        /// Attentive pruning: the fraction of the layer's non-zero weights that the first round's top-down pass selected at
+        /// least once over the calibration images; null for other methods.
+        /// </summary>
+        public double? SelectedFraction { get; init; }
     }
 
     /// <summary>What a channel pruner did to one group of coupled channels.</summary>
@@ -79,6 +85,8 @@ namespace Microsoft.ML.Pruning.Pruners
                 text.Append(CultureInfo.InvariantCulture, $"  {layer.Layer,-24} kept {layer.KeptWeights,9:N0} / {layer.Weights,9:N0} ({layer.KeptFraction,7:P2})");
                 if (layer.RelativeError is double error)
                     text.Append(CultureInfo.InvariantCulture, $", relative error {error:G3}");
+                if (layer.SelectedFraction is double selected)
+                    text.Append(CultureInfo.InvariantCulture, $", selected by the attention {selected:P1}");
                 text.AppendLine(CultureInfo.InvariantCulture, $", {layer.Elapsed.TotalMilliseconds:F0} ms");
             }
             foreach (ChannelGroupResult group in ChannelGroups ?? Array.Empty<ChannelGroupResult>())

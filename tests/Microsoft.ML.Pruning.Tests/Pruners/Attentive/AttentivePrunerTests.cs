@@ -47,8 +47,10 @@ namespace Microsoft.ML.Pruning.Tests.Pruners.Attentive
                 Assert.IsGreaterThan(0, report.CalibrationImagesPerSecond!.Value);
                 var dense = Weights(s_model);
                 var weights = Weights(pruned);
+                StringAssert.Contains(report.ToString(), "selected by the attention");
                 foreach (var layer in report.Layers)
                 {
+                    Assert.IsTrue(layer.SelectedFraction is > 0 and <= 1, $"{layer.Layer}: selected {layer.SelectedFraction}");
                     float[] w = weights[layer.Layer + ".weight"];
                     Assert.AreEqual(layer.KeptWeights, w.Count(v => v != 0), layer.Layer);
                     // Kept weights keep their trained values.

@@ -141,6 +141,9 @@ namespace Microsoft.ML.Pruning.Tests.Pruners.Attentive
             CollectionAssert.AreEqual(new double[] { 1, 1, 1, 0, 0, 0 }, attention.Hits(1).data<double>().ToArray());
             CollectionAssert.AreEqual(new double[] { 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1 }, attention.Mass(0).data<double>().ToArray());
             CollectionAssert.AreEqual(new double[] { 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1 }, attention.Hits(0).data<double>().ToArray());
+            // Selected at least once: 3 of fc1's 6 non-zero weights, 3 of fc2's 6.
+            Assert.AreEqual(0.5, AttentiveImportance.SelectedFraction(attention, 0, layers[0]), 1e-12);
+            Assert.AreEqual(0.5, AttentiveImportance.SelectedFraction(attention, 1, layers[1]), 1e-12);
 
             // From class 1 instead: s = [-1, 2, -0.7], θ = 2, input 1 alone, then fc1's unit 1 selects input 1.
             using TopDownAttention other = TopDownAttention.Run(network, layers, image, tensor(new long[] { 1 }), new TopDownSettings(), default);
