@@ -344,13 +344,13 @@ namespace Microsoft.ML.Pruning.Tests.Pruners
             // Two kernels kept their strength (0.3, 0.02), three reached zero; before training they were 0.1, 0.9, 0.5, 0.2, 0.7.
             Tensor trained = tensor(new double[] { 0.3, 0, 0.02, 0, 0 }).view(1, 5);
             Tensor before = tensor(new double[] { 0.1, 0.9, 0.5, 0.2, 0.7 }).view(1, 5);
-            Tensor ranked = SynapticStrengthPruner.BreakTies(trained, before);
+            Tensor ranked = Microsoft.ML.Pruning.Pruners.Common.ScoreTies.Break(trained, before);
             long[] order = ranked.flatten().argsort(descending: true).data<long>().ToArray();
             CollectionAssert.AreEqual(new long[] { 0, 2, 1, 4, 3 }, order);
             // The positive strengths move by at most a millionth of the smallest of them.
             Assert.IsLessThan(0.02 * 1e-6 + 1e-15, (ranked - trained).abs().max().item<double>());
             // Without zeros the order is the trained one.
-            long[] plain = SynapticStrengthPruner.BreakTies(tensor(new double[] { 0.2, 0.1, 0.3 }).view(1, 3), tensor(new double[] { 0.9, 0.8, 0.1 }).view(1, 3))
+            long[] plain = Microsoft.ML.Pruning.Pruners.Common.ScoreTies.Break(tensor(new double[] { 0.2, 0.1, 0.3 }).view(1, 3), tensor(new double[] { 0.9, 0.8, 0.1 }).view(1, 3))
                 .flatten().argsort(descending: true).data<long>().ToArray();
             CollectionAssert.AreEqual(new long[] { 2, 0, 1 }, plain);
         }

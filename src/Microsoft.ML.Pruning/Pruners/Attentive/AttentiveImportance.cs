@@ -55,14 +55,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                     s.div_(totalScalar);
                 }
             }
-            double largest = magnitude.max().item<double>();
-            Tensor positive = s.masked_select(s.gt(HeldScalars.Of(0)));
-            double smallest = positive.numel() > 0 ? positive.min().item<double>() : 1;
-            if (largest > 0)
-            {
-                using Scalar largestScalar = largest.ToScalar(), tieScale = (smallest * 1e-6).ToScalar();
-                s.add_(magnitude.div(largestScalar).mul_(tieScale));
-            }
+            s = ScoreTies.Break(s, magnitude);
             s.masked_fill_(magnitude.eq(HeldScalars.Of(0)), HeldScalars.Of(-1));
             return s.MoveToOuterDisposeScope();
         }

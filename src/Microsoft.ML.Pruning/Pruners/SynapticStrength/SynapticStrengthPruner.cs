@@ -152,22 +152,6 @@ namespace Microsoft.ML.Pruning.Pruners
             => definition.Flatten().Where(l => l.Layer is Conv2dLayer { InChannels: > 1 }).Select(l => l.Path).ToArray();
 
         /// <summary>
-        /// <paramref name="scores"/> with its zeros ordered by <paramref name="fallback"/>: every score gains at most a
-        /// millionth of the layer's smallest positive score, in proportion to its fallback, so positive scores keep their
-        /// order above the zeros.
-        /// </summary>
-        internal static Tensor BreakTies(Tensor scores, Tensor fallback)
-        {
-            Tensor positive = scores.masked_select(scores.gt(HeldScalars.Of(0)));
-            double smallest = positive.numel() > 0 ? positive.min().item<double>() : 1;
-            double largest = fallback.max().item<double>();
-            if (largest <= 0)
-                return scores;
-            using Scalar largestScalar = largest.ToScalar(), tieScale = (smallest * 1e-6).ToScalar();
-            return scores + fallback.div(largestScalar).mul_(tieScale);
-        }
-
-        /// <summary>
         /// One score per connection of each pruned layer, [out, in] (float64, outside any dispose scope). Synaptic Strength
         /// re-parametrizes the network, trains the strengths, scores them, then returns the network to its ordinary
         /// parametrization (the same function), so that fine-tuning trains it as it was trained; strengths the penalty took
@@ -200,7 +184,7 @@ namespace Microsoft.ML.Pruning.Pruners
                 {
                     return trained.Select((t, i) =>
                     {
-                        Tensor ranked = BreakTies(t, initial[i]).DetachFromDisposeScope();
+                        Tensor ranked = ScoreTies.Break(t, initial[i]).DetachFromDisposeScope();
                         t.Dispose();
                         return ranked;
                     }).ToArray();
