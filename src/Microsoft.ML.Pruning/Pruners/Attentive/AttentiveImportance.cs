@@ -37,7 +37,11 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                 s.mul_(magnitude);
             else if (score == AttentionScore.BoostedMagnitude)
             {
-                double meanMass = s.mean().item<double>();
+                // The mean over the connections still there: weights pruned in earlier rounds carry no mass, and counting
+                // them would raise every boost round after round until the score ranks like mass × |w|.
+                Tensor remaining = magnitude.ne(HeldScalars.Of(0));
+                long remainingCount = remaining.sum().item<long>();
+                double meanMass = remainingCount == 0 ? 0 : s.masked_select(remaining).sum().item<double>() / remainingCount;
                 if (meanMass > 0)
                 {
                     using Scalar inverseMean = (1 / meanMass).ToScalar();

@@ -177,11 +177,12 @@ namespace Microsoft.ML.Pruning.Tests.Pruners.Attentive
             foreach (int zero in new[] { 1, 2, 3, 4, 6, 7 })
                 Assert.AreEqual(-1, scores[zero], $"zero weight {zero}");
 
-            // Boosted magnitude, |w|·(1 + mass / m̄) with m̄ = 3/12: 15, 5 and 5 for the selected connections; those never
-            // selected keep |w| (1, 0.1, 1), so a large unselected weight can outrank a small selected one.
+            // Boosted magnitude, |w|·(1 + mass / m̄), m̄ the mean over the 6 non-zero weights (3/6; the 6 zero weights, pruned,
+            // do not count): 9, 3 and 3 for the selected connections; those never selected keep |w| (1, 0.1, 1), so a large
+            // unselected weight can outrank a small selected one.
             using Tensor boosted = AttentiveImportance.Scores(attention, 0, layers[0], Microsoft.ML.Pruning.Pruners.AttentionScore.BoostedMagnitude, relative: false);
             double[] boost = boosted.data<double>().ToArray();
-            double[] expectedBoost = { 15, -1, -1, -1, -1, 5, -1, -1, 1, 0.1, 1, 5 };
+            double[] expectedBoost = { 9, -1, -1, -1, -1, 3, -1, -1, 1, 0.1, 1, 3 };
             for (int i = 0; i < expectedBoost.Length; i++)
                 Assert.AreEqual(expectedBoost[i], boost[i], 1e-5, $"boosted score {i}");
         }
