@@ -36,11 +36,12 @@ namespace Microsoft.ML.Pruning.Pruners
         MassMagnitude,
 
         /// <summary>
-        /// |w| raised by the attention: <c>|w| · (1 + mass / m̄)</c>, with m̄ the mean gating mass of the layer's remaining (non-zero) weights. A connection the pass
-        /// never selected keeps its magnitude (the pass selects one region of one input channel per convolution unit, so most
-        /// of a convolution's connections may never be selected over the calibration images:
-        /// <see cref="LayerPruningResult.SelectedFraction"/>); one selected as often as the layer's average counts twice its size. Where <see cref="MassMagnitude"/> ranks every unselected connection below every selected
-        /// one, this keeps large unselected weights ahead of small selected ones.
+        /// |w| raised by the attention: <c>|w| · (1 + mass / m̄)</c>, with m̄ the mean gating mass of the layer's remaining
+        /// (non-zero) weights. A connection the pass never selected keeps its magnitude (the pass selects one region of one
+        /// input channel per convolution unit, so most of a convolution's connections may never be selected over the
+        /// calibration images: <see cref="LayerPruningResult.SelectedFraction"/>); one selected as often as the layer's
+        /// average counts twice its size. Where <see cref="MassMagnitude"/> ranks every unselected connection below every
+        /// selected one, this keeps large unselected weights ahead of small selected ones.
         /// </summary>
         BoostedMagnitude,
     }
