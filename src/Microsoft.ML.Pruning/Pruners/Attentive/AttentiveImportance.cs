@@ -27,6 +27,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             Tensor magnitude = layer.Weight.detach().abs().to(float64);
+            Tensor pruned = magnitude.eq(HeldScalars.Of(0));
             Tensor s = (score switch
             {
                 AttentionScore.Hits => attention.Hits(index),
@@ -39,7 +40,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
             {
                 // The mean over the connections still there: weights pruned in earlier rounds carry no mass, and counting
                 // them would raise every boost round after round until the score ranks like mass × |w|.
-                Tensor remaining = magnitude.ne(HeldScalars.Of(0));
+                Tensor remaining = pruned.logical_not();
                 long remainingCount = remaining.sum().item<long>();
                 double meanMass = remainingCount == 0 ? 0 : s.masked_select(remaining).sum().item<double>() / remainingCount;
                 if (meanMass > 0)
@@ -60,7 +61,7 @@ namespace Microsoft.ML.Pruning.Pruners.Attentive
                 }
             }
             s = ScoreTies.Break(s, magnitude);
-            s.masked_fill_(magnitude.eq(HeldScalars.Of(0)), HeldScalars.Of(-1));
+            s.masked_fill_(pruned, HeldScalars.Of(-1));
             return s.MoveToOuterDisposeScope();
         }
 
